@@ -1,0 +1,24 @@
+# Quick start: `make demo` (train on generated data) and `make test` (the test suite).
+# Both install everything into $(VENV) first; the install runs again only when
+# setup.py or tools/install.sh change (or the venv is removed).
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.tst_mm-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test clean-demo
+
+install: $(STAMP)
+
+$(STAMP): setup.py tools/install.sh
+	bash tools/install.sh $(VENV)
+	@touch $@
+
+demo: install
+	$(PYTHON) tools/demo.py
+
+test: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+clean-demo:
+	rm -rf work_dirs/demo data/demo

@@ -1,0 +1,62 @@
+# A small RetinaNet (ResNet-18, trained from scratch) on the generated COCO-format
+# digits set (`python tools/make_demo_data.py`), sized for a few minutes on 2 CPU cores.
+# `make demo` trains it through tools/train.py.
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['tst_mm'], allow_failed_imports=False)
+
+data_root = 'data/demo/coco_digits/'
+metainfo = dict(classes=('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'))
+max_iters = 300
+
+# No ImageNet weights can be fetched offline: the backbone starts from scratch.
+model = dict(
+    backbone=dict(depth=18, init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512]),
+    bbox_head=dict(num_classes=10))
+
+# No flips: a mirrored digit is a different symbol.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4, num_workers=1, persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        data_root=data_root, metainfo=metainfo,
+        ann_file='annotations/instances_train.json', data_prefix=dict(img='train/'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4, num_workers=1, persistent_workers=True,
+    dataset=dict(
+        data_root=data_root, metainfo=metainfo,
+        ann_file='annotations/instances_val.json', data_prefix=dict(img='val/'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=max_iters)
+optim_wrapper = dict(
+    _delete_=True, type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    clip_grad=dict(max_norm=10, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters,
+         T_max=max_iters - 30, eta_min=1e-5),
+]
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=20),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
+                    max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
+auto_scale_lr = dict(enable=False, base_batch_size=4)

@@ -1,0 +1,5 @@
+from .amp import enable_amp
+from .checkpoint import allow_mmengine_checkpoints
+from .dist import init_cpu_distributed
+
+__all__ = ['allow_mmengine_checkpoints', 'enable_amp', 'init_cpu_distributed']

@@ -1,0 +1,41 @@
+"""Distributed runs on machines without CUDA (CI, laptops): gloo instead of nccl.
+
+mmengine's ``launcher='pytorch'`` calls ``torch.cuda.set_device`` unconditionally and its
+Runner wraps the model with ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU
+modules. Initialising the gloo group before the Runner is built makes the Runner skip its
+own ``init_dist``, and ``device_ids=None`` is what DDP expects on CPU. On CUDA machines
+nothing here applies and mmengine does its usual job.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+
+def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
+    """Set up a gloo process group and a CPU-friendly DDP wrapper config.
+
+    Args:
+        cfg (Config): The full config; ``model_wrapper_cfg`` gets ``device_ids=None``.
+        launcher (str): The ``--launcher`` value ('none', 'pytorch', 'slurm', 'mpi').
+
+    Returns:
+        bool: True if this function initialised the process group.
+    """
+    if launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
+        return False
+    if launcher != 'pytorch':
+        raise RuntimeError(
+            f"launcher='{launcher}' needs CUDA on this machine; without a GPU use "
+            "tools/dist_train.sh (torchrun, launcher='pytorch'), which runs on gloo.")
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        if key not in os.environ:
+            raise RuntimeError(f'{key} is not set: start distributed runs with torchrun '
+                               '(tools/dist_train.sh), which sets it.')
+    dist.init_process_group(backend='gloo')
+    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+    wrapper_cfg['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper_cfg
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    return True
