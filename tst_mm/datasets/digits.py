@@ -18,6 +18,7 @@ Two layouts, both rendered by ``digits_render.render_scene`` (10 classes, digits
 
   Label maps are uint8, single channel: digit d has trainId d (road..terrain in
   Cityscapes' vocabulary) and the background trainId 10 ('sky'); 255 is never written.
+  Only ``labelTrainIds`` maps are written (no ``labelIds``/``color``/polygon files).
   Loads with mmseg's ``CityscapesDataset(data_root=root, data_prefix=dict(
   img_path='leftImg8bit/train', seg_map_path='gtFine/train'))``.
 
@@ -126,7 +127,7 @@ def _remove_previous(root: str) -> None:
 
     mmseg lists every ``*_leftImg8bit.png`` under the image folder, so a stale file
     would silently join a new, smaller set. This also runs without a marker, because an
-    interrupted run leaves none; the city names are our own, so it only meets our files.
+    interrupted run leaves none; the city names are made up, so only our files match.
     """
     if osp.isfile(osp.join(root, MARKER)):
         os.remove(osp.join(root, MARKER))
@@ -285,7 +286,8 @@ def make_cityscapes_digits(root: str,
         root (str): Folder to write into; created if missing.
         num_train (int): Training images. Defaults to 200.
         num_val (int): Validation images. Defaults to 50.
-        image_size (Tuple[int, int]): ``(height, width)``. Defaults to (128, 256), Cityscapes' 1:2 aspect ratio.
+        image_size (Tuple[int, int]): ``(height, width)``. Defaults to (128, 256),
+            Cityscapes' 1:2 aspect ratio.
         seed (int): Seed (>= 0) of the whole set. Defaults to 0.
         digits_per_image (Tuple[int, int]): Inclusive range of digits per image.
             Defaults to (2, 6).
