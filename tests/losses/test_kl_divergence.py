@@ -1,0 +1,77 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tst_mm.losses import KLDivergence, kl_divergence
+
+
+def _hand_kl(s, t, tau):
+    # Classes on dim 1; F.kl_div sums p_t * (log p_t - log p_s) element-wise.
+    s = s.movedim(1, -1).reshape(-1, s.size(1)).double()
+    t = t.movedim(1, -1).reshape(-1, t.size(1)).double()
+    kl = F.kl_div(F.log_softmax(s / tau, 1), F.log_softmax(t / tau, 1), log_target=True,
+                  reduction='sum')
+    return kl / s.size(0) * tau**2
+
+
+@pytest.mark.parametrize('shape', [(6, 5), (2, 4, 3, 5)])
+@pytest.mark.parametrize('tau', [1.0, 3.0])
+def test_matches_hand_computation(shape, tau):
+    torch.manual_seed(0)
+    s, t = torch.randn(shape), torch.randn(shape)
+    loss = KLDivergence(tau=tau, loss_weight=2.0)(s, t)
+    assert loss.dim() == 0
+    torch.testing.assert_close(loss.double(), 2.0 * _hand_kl(s, t, tau), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_zero_for_identical_logits_and_positive_otherwise():
+    x = torch.randn(4, 7)
+    assert KLDivergence()(x, x.clone()).abs().item() < 1e-6
+    assert KLDivergence()(x, torch.randn(4, 7)).item() > 0
+
+
+def test_levels_are_averaged_and_must_match_in_number():
+    torch.manual_seed(0)
+    s = [torch.randn(2, 3, 4, 4), torch.randn(2, 3, 2, 2)]
+    t = [torch.randn(2, 3, 4, 4), torch.randn(2, 3, 2, 2)]
+    expected = (kl_divergence(s[0], t[0]) + kl_divergence(s[1], t[1])) / 2
+    torch.testing.assert_close(KLDivergence()(s, tuple(t)), expected)
+    with pytest.raises(ValueError, match='2 level.*1'):
+        KLDivergence()(s, t[:1])
+
+
+def test_teacher_map_is_resized_to_the_student():
+    torch.manual_seed(0)
+    s, t = torch.randn(1, 19, 8, 8), torch.randn(1, 19, 16, 16)
+    resized = F.interpolate(t, size=(8, 8), mode='bilinear', align_corners=False)
+    torch.testing.assert_close(KLDivergence()(s, t), kl_divergence(s, resized))
+
+
+def test_class_count_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r'\(2, 5\).*\(2, 6\)'):
+        KLDivergence()(torch.randn(2, 5), torch.randn(2, 6))
+
+
+def test_gradients_reach_student_and_teacher():
+    s = torch.randn(3, 4, requires_grad=True)
+    t = torch.randn(3, 4, requires_grad=True)
+    KLDivergence()(s, t).backward()
+    assert s.grad.abs().sum() > 0 and t.grad.abs().sum() > 0
+
+
+def test_loss_weight_is_a_plain_attribute():
+    s, t = torch.randn(3, 4), torch.randn(3, 4)
+    loss = KLDivergence()
+    full = loss(s, t)
+    loss.loss_weight = 0.25
+    torch.testing.assert_close(loss(s, t), 0.25 * full)
+    assert 'loss_weight=0.25' in repr(loss)
+
+
+@pytest.mark.parametrize('kwargs', [dict(tau=0), dict(tau=-1.0), dict(loss_weight=-1),
+                                    dict(loss_weight=float('nan')), dict(tau='1')])
+def test_bad_arguments_are_quoted(kwargs):
+    key, value = next(iter(kwargs.items()))
+    with pytest.raises(ValueError, match=f'{key}.*{value!r}'.replace('(', r'\(')):
+        KLDivergence(**kwargs)

@@ -1,0 +1,67 @@
+"""Knowledge-distillation loss for sigmoid classifiers (RetinaNet, FCOS, ...).
+
+Each logit of a sigmoid head is an independent Bernoulli variable, so the divergence is
+the per-element Bernoulli KL instead of a KL over a softmax across classes.
+"""
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+from torch import Tensor
+
+from .utils import Maps, align_teacher, check_loss_weight, check_positive, mean_over_levels
+
+
+def binary_kl_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
+    """Bernoulli KL(sigmoid(teacher / tau) || sigmoid(student / tau)), element-wise mean.
+
+    Args:
+        student (Tensor): Student logits, (N, C, ...).
+        teacher (Tensor): Teacher logits of the same shape (a different H, W is resized).
+        tau (float): Temperature. Defaults to 1.0.
+
+    Returns:
+        Tensor: The scalar loss times ``tau ** 2``.
+    """
+    teacher = align_teacher(student, teacher)
+    s, t = student / tau, teacher / tau
+    # log(p) = logsigmoid(x) and log(1 - p) = logsigmoid(-x) stay finite for any logit,
+    # where log(sigmoid(x)) underflows to -inf for confident predictions.
+    p_t = t.sigmoid()
+    kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + \
+        (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    return kl.mean() * tau**2
+
+
+@MODELS.register_module()
+class BinaryKLDivergence(nn.Module):
+    """Per-element Bernoulli KL divergence between sigmoid teacher and student logits.
+
+    Nothing is detached here: the caller decides.
+
+    Args:
+        tau (float): Temperature. Defaults to 1.0.
+        loss_weight (float): Multiplies the loss; a hook may change it during training.
+            Defaults to 1.0.
+    """
+
+    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.tau = check_positive('tau', tau)
+        self.loss_weight = check_loss_weight(loss_weight)
+
+    def forward(self, student: Maps, teacher: Maps) -> Tensor:
+        """Computes the weighted loss.
+
+        Args:
+            student (Tensor | Sequence[Tensor]): Logits, or one tensor per level.
+            teacher (Tensor | Sequence[Tensor]): Same structure as ``student``.
+
+        Returns:
+            Tensor: The scalar loss, averaged over levels, times ``loss_weight``.
+        """
+        loss = mean_over_levels(lambda s, t: binary_kl_divergence(s, t, self.tau), student,
+                                teacher)
+        return self.loss_weight * loss
+
+    def extra_repr(self) -> str:
+        return f'tau={self.tau}, loss_weight={self.loss_weight}'

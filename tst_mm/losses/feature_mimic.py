@@ -1,0 +1,91 @@
+"""Feature mimicking: mean squared error between student and teacher feature maps
+(FitNets, Romero et al., ICLR 2015), e.g. on the FPN outputs of two detectors."""
+from typing import Optional
+
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+from torch import Tensor
+
+from .utils import Maps, align_teacher, check_loss_weight, mean_over_levels
+
+
+def _check_channels(name: str, value: Optional[int]) -> Optional[int]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value <= 0):
+        raise ValueError(f'{name} must be a positive int or None, got {value!r}')
+    return value
+
+
+@MODELS.register_module()
+class FeatureMimic(nn.Module):
+    """MSE between features, through a trainable 1x1 conv on the student side when the
+    channel counts differ.
+
+    The adapter is a parameter of this loss: the optimizer constructor must put it with
+    the student's parameters. One adapter serves all levels of a multi-level input (FPN
+    levels share their channel count). Nothing is detached here: the caller decides.
+
+    Args:
+        student_channels (int, optional): Channels of the student's features.
+            Defaults to None.
+        teacher_channels (int, optional): Channels of the teacher's features. An adapter
+            is built when both are given and differ. Defaults to None.
+        loss_weight (float): Multiplies the loss; a hook may change it during training.
+            Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 student_channels: Optional[int] = None,
+                 teacher_channels: Optional[int] = None,
+                 loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.student_channels = _check_channels('student_channels', student_channels)
+        self.teacher_channels = _check_channels('teacher_channels', teacher_channels)
+        if (student_channels is None) != (teacher_channels is None):
+            raise ValueError('give both student_channels and teacher_channels or neither, '
+                             f'got student_channels={student_channels!r}, '
+                             f'teacher_channels={teacher_channels!r}')
+        self.loss_weight = check_loss_weight(loss_weight)
+        self.adapter: Optional[nn.Module] = None
+        if student_channels is not None and student_channels != teacher_channels:
+            self.adapter = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
+
+    def _adapt(self, student: Tensor) -> Tensor:
+        if self.adapter is None:
+            return student
+        if student.dim() < 2 or student.size(1) != self.student_channels:
+            raise ValueError(f'the adapter expects {self.student_channels} student '
+                             'channels, '
+                             f'got features of shape {tuple(student.shape)}')
+        # A 1x1 conv is a per-position linear map, so any (N, C, ...) shape can go through
+        # it as (N, C, L, 1).
+        flat = student.reshape(student.size(0), student.size(1), -1, 1)
+        return self.adapter(flat).reshape(student.size(0), -1, *student.shape[2:])
+
+    def _level(self, student: Tensor, teacher: Tensor) -> Tensor:
+        student = self._adapt(student)
+        if student.dim() >= 2 and teacher.dim() >= 2 and student.size(1) != teacher.size(1):
+            raise ValueError(
+                f'student features have {student.size(1)} channels but the teacher\'s have '
+                f'{teacher.size(1)} (shapes {tuple(student.shape)} and '
+                f'{tuple(teacher.shape)}); set student_channels={student.size(1)} and '
+                f'teacher_channels={teacher.size(1)} to learn a 1x1 conv adapter')
+        teacher = align_teacher(student, teacher)
+        return F.mse_loss(student, teacher)
+
+    def forward(self, student: Maps, teacher: Maps) -> Tensor:
+        """Computes the weighted loss.
+
+        Args:
+            student (Tensor | Sequence[Tensor]): Features, or one tensor per level.
+            teacher (Tensor | Sequence[Tensor]): Same structure as ``student``.
+
+        Returns:
+            Tensor: The scalar MSE, averaged over levels, times ``loss_weight``.
+        """
+        return self.loss_weight * mean_over_levels(self._level, student, teacher)
+
+    def extra_repr(self) -> str:
+        return (f'student_channels={self.student_channels}, '
+                f'teacher_channels={self.teacher_channels}, loss_weight={self.loss_weight}')
