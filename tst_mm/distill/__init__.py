@@ -1,0 +1,9 @@
+"""Distillation machinery: recorders and the inverse task losses of the augmenter phase."""
+from .inverse_losses import (INVERSIONS, InvertedTaskLoss, find_task_losses,
+                             inverse_softmax_logits, inversion_of, inverted_task_losses)
+from .recorders import ModuleOutputRecorder
+
+__all__ = [
+    'ModuleOutputRecorder', 'inverted_task_losses', 'InvertedTaskLoss', 'INVERSIONS',
+    'inversion_of', 'inverse_softmax_logits', 'find_task_losses'
+]
