@@ -4,9 +4,10 @@
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['tst_mm'], allow_failed_imports=False)
 
-data_root = 'data/demo/coco_digits/'
+data_root = 'data/demo/coco/'
 metainfo = dict(classes=('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'))
 max_iters = 300
+image_size = (256, 256)  # (w, h) for mmdet's Resize
 
 # No ImageNet weights can be fetched offline: the backbone starts from scratch.
 model = dict(
@@ -18,10 +19,12 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

@@ -15,9 +15,12 @@ import torch
 
 def _numpy_globals() -> List[Callable]:
     """Numpy objects that pickled arrays and scalars reconstruct through."""
-    # numpy 1.x keeps these in numpy.core, numpy 2.x in numpy._core.
-    core = getattr(np, '_core', None) or np.core
-    allowed = [np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar]
+    # numpy 1.x pickles name numpy.core.multiarray, numpy 2.x numpy._core.multiarray.
+    if int(np.__version__.split('.')[0]) >= 2:
+        from numpy._core import multiarray
+    else:
+        from numpy.core import multiarray
+    allowed = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar]
     # Since numpy 1.25 every dtype has its own class (numpy.dtypes.Float64DType, ...),
     # and pickles name that class.
     dtypes = getattr(np, 'dtypes', None)
@@ -37,4 +40,8 @@ def allow_mmengine_checkpoints() -> None:
     if add_safe_globals is None:
         return
     from mmengine.logging import HistoryBuffer
-    add_safe_globals([HistoryBuffer, *_numpy_globals()])
+
+    # A HistoryBuffer that has been queried pickles its cached statistics methods as
+    # `getattr(buffer, 'mean')`, so `getattr` must be allowed. The unpickler still calls
+    # only allow-listed callables, so the bound methods it yields are never invoked.
+    add_safe_globals([HistoryBuffer, getattr, *_numpy_globals()])

@@ -34,7 +34,10 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
             raise RuntimeError(f'{key} is not set: start distributed runs with torchrun '
                                '(tools/dist_train.sh), which sets it.')
     dist.init_process_group(backend='gloo')
-    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+    # The Runner's own default wrapper, spelled out so that device_ids can be set.
+    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper_cfg['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper_cfg
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
