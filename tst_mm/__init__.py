@@ -5,6 +5,7 @@ components in mmengine's root registries, so the same ``type=`` names resolve fr
 ``mmdet`` and ``mmseg`` default scopes, and allow-lists the classes that mmengine
 checkpoints hold so that ``--resume`` and local checkpoints load on torch >= 2.6.
 """
+from . import augment, distill, engine, losses  # noqa: F401  (registration)
 from .utils import allow_mmengine_checkpoints
 
 __version__ = '0.1.0'

@@ -2,8 +2,11 @@
 from .inverse_losses import (INVERSIONS, InvertedTaskLoss, find_task_losses,
                              inverse_softmax_logits, inversion_of, inverted_task_losses)
 from .recorders import ModuleOutputRecorder
+from .distiller import TSTDistiller
+from .normalize import InputNormalizer
 
 __all__ = [
+    'TSTDistiller', 'InputNormalizer',
     'ModuleOutputRecorder', 'inverted_task_losses', 'InvertedTaskLoss', 'INVERSIONS',
     'inversion_of', 'inverse_softmax_logits', 'find_task_losses'
 ]
