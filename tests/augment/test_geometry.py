@@ -3,10 +3,11 @@ import math
 
 import kornia
 import torch
+import torch.nn.functional as F
 from mmdet.structures.bbox import HorizontalBoxes
 
 from tst_mm.augment import OPS
-from tst_mm.augment.geometry import (clip_and_filter_boxes, compose, invert_affine,
+from tst_mm.augment.geometry import (_grid, clip_and_filter_boxes, compose, invert_affine,
                                      project_boxes, sampling_theta, warp_images,
                                      warp_label_maps)
 
@@ -31,6 +32,13 @@ def test_compose_order_and_inverse():
     assert torch.allclose(invert_affine(m), torch.linalg.inv(m), atol=1e-12)
     a, b = _affine(4, 1), _affine(4, 2)
     assert torch.allclose(compose(torch.stack([a, b])), b @ a)
+
+
+def test_grid_is_affine_grid():
+    theta = sampling_theta(_affine(3, 4), (H, W))
+    ours = _grid(theta, torch.Size([3, 1, H, W]))
+    assert torch.allclose(ours, F.affine_grid(theta, [3, 1, H, W], align_corners=False),
+                          atol=1e-12)
 
 
 def test_flip_matches_tensor_flip_and_mmdet_flip():

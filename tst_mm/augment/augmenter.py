@@ -5,14 +5,16 @@ Steps of one forward (``TSTAugmenter.forward``):
 1. sample the policy for the batch (:meth:`TSTPolicy.sample`): which k ops per sample,
    their gates, signs, magnitudes and noise;
 2. pixel ops, residual on the clean image as the reference:
-   ``x + sum_i g_i * (T_i(x) - x)``, clamped to 0-255;
+   ``x + sum_i g_i * (T_i(x) - x)``, clamped to 0-255 (each op's fn returns its change
+   ``T_i(x) - x`` directly);
 3. the sampled geometric ops compose into ONE affine matrix per sample (a gate scales its
    op's parameter, so "off" is the identity) and the image is warped once;
 4. boxes and label maps of new data samples see the same matrix.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from mmengine.registry import MODELS
 from mmengine.structures import PixelData
 
@@ -84,57 +86,60 @@ class TSTAugmenter(TSTPolicy):
         _check_samples(data_samples, n)
         with torch.autocast(device.type, enabled=False):
             x = inputs.to(dtype)
-            hw = _real_sizes(data_samples, n, (h, w)).to(device=device, dtype=dtype)
-            ys = torch.arange(h, device=device, dtype=dtype).view(1, 1, h, 1)
-            xs = torch.arange(w, device=device, dtype=dtype).view(1, 1, 1, w)
-            valid = (ys < hw[:, 0].view(n, 1, 1, 1)) & (xs < hw[:, 1].view(n, 1, 1, 1))
             draw = self.sample(n, device, dtype)
-            x = self._apply_pixel_ops(x, draw, OpContext(valid, hw, draw.noise))
+            ctx = _context(data_samples, x, draw.noise)
+            x = self._apply_pixel_ops(x, draw, ctx)
             rows = _rows(draw.selected[:, self._geometric_ops].any(1))
             if rows is None:  # no sample drew a geometric op: nothing to warp
                 return x, _clone(data_samples)
-            idx = rows.to(device, non_blocking=True)
+            sel = _selector(rows, device)
             matrix = compose(torch.stack([
-                OPS[self.op_names[j]].fn(draw.weights[:, j] * draw.values[:, j], hw)
-                for j in self._geometric_ops])).index_select(0, idx)
+                OPS[self.op_names[j]].fn(draw.weights[sel, j] * draw.values[sel, j],
+                                         ctx.hw[sel])
+                for j in self._geometric_ops]))
             theta = sampling_theta(matrix, (h, w))
+            # Warp inside the real image only (the padding keeps its value); a sample whose
+            # gates are all off keeps its exact pixels.
             identity = (matrix == torch.eye(3, device=device, dtype=dtype)).flatten(1).all(1)
-            # Warp inside the real image only (padding keeps its value); gate-off exact.
-            change = valid.index_select(0, idx) & ~identity.view(-1, 1, 1, 1)
-            xr = x.index_select(0, idx)
-            warped = torch.where(change, warp_images(xr, theta).clamp(0, PIXEL_MAX), xr)
-            x = warped if len(rows) == n else x.index_copy(0, idx, warped)
-            samples = self._warp_samples(_clone(data_samples), rows.tolist(), matrix, theta,
-                                         change, identity, hw.index_select(0, idx))
+            change = ~identity.view(-1, 1, 1, 1)
+            if ctx.padded:
+                change = change & ctx.valid[sel]
+            xr = x[sel]
+            warped = torch.where(change, warp_images(xr, theta), xr)
+            x = warped if len(rows) == n else _put_rows(x, sel, warped)
+            samples = self._warp_samples(_clone(data_samples), rows.tolist(), (h, w), matrix,
+                                         theta, change, identity, ctx.hw[sel])
         return x, samples
 
     def _apply_pixel_ops(self, x: Tensor, draw: PolicySample, ctx: OpContext) -> Tensor:
-        """``clamp(x + sum_i w_i * (T_i(x) - x))``, each op only on the samples that drew
-        it (their indices are known on the host, so nothing is read back)."""
-        delta = None
+        """``clamp(x + sum_i w_i * change_i(x), 0, 255)``, each op only on the samples that
+        drew it (their indices are known on the host, so nothing is read back). The gate
+        of a linear op is folded into its value, ``w * change(x, v) == change(x, w * v)``.
+        """
+        total = None
         for j in self._pixel_ops:
             rows = _rows(draw.selected[:, j])
             if rows is None:
                 continue
-            fn, full = OPS[self.op_names[j]].fn, len(rows) == len(x)
-            idx = rows.to(x.device, non_blocking=True)
-            xr, sub = (x, ctx) if full else (x[idx], OpContext(*(t[idx] for t in ctx)))
-            weight, value = draw.weights[idx, j], draw.values[idx, j]
-            change = weight.view(-1, 1, 1, 1) * (fn(xr, value, sub) - xr)
-            if full:
-                delta = change if delta is None else delta + change
+            spec, sel = OPS[self.op_names[j]], _selector(rows, x.device)
+            sub = ctx._replace(valid=ctx.valid[sel], hw=ctx.hw[sel], noise=ctx.noise[sel])
+            weight, value = draw.weights[sel, j], draw.values[sel, j]
+            if spec.linear:
+                change = spec.fn(x[sel], weight * value, sub)
             else:
-                delta = x.new_zeros(x.shape) if delta is None else delta
-                delta = delta.index_add(0, idx, change)
-        return x if delta is None else (x + delta).clamp(0, PIXEL_MAX)
+                change = weight.view(-1, 1, 1, 1) * spec.fn(x[sel], value, sub)
+            total = _add_rows(total, sel, change, x)
+        if total is None:
+            return x
+        return F.hardtanh(x + total, 0, PIXEL_MAX)  # clamp, with a one-pass backward
 
-    def _warp_samples(self, samples: Optional[list], rows_list: List[int], matrix: Tensor,
-                      theta: Tensor, change: Tensor, identity: Tensor, hw: Tensor
-                      ) -> Optional[list]:
+    def _warp_samples(self, samples: Optional[list], rows_list: List[int],
+                      size: Tuple[int, int], matrix: Tensor, theta: Tensor, change: Tensor,
+                      identity: Tensor, hw: Tensor) -> Optional[list]:
         """Transform boxes and label maps of the warped samples in place.
 
         ``matrix``, ``theta``, ``change``, ``identity`` and ``hw`` hold one entry per warped
-        sample, whose batch indices are ``rows_list``.
+        sample, whose batch indices are ``rows_list``; ``size`` is the batch's (H, W).
         """
         if samples is None:
             return None
@@ -163,7 +168,7 @@ class TSTAugmenter(TSTPolicy):
         # Label maps, all warped samples at once.
         seg_rows = [k for k, r in enumerate(rows_list) if hasattr(samples[r], 'gt_sem_seg')]
         if seg_rows:
-            h, w = change.shape[-2:]
+            h, w = size
             maps = [samples[rows_list[k]].gt_sem_seg.data for k in seg_rows]
             seg = torch.stack([_pad_to(m, (h, w), self.seg_ignore_index) for m in maps])
             pick = torch.tensor(seg_rows, device=theta.device)
@@ -182,11 +187,52 @@ def _rows(mask: Tensor) -> Optional[Tensor]:
     return idx if len(idx) else None
 
 
-def _real_sizes(samples: Optional[list], n: int, size: Tuple[int, int]) -> Tensor:
-    """N x 2 real (h, w) per sample, on the host; the batch size where unknown."""
-    h, w = size
-    shapes = [s.metainfo.get('img_shape', size) for s in samples] if samples else [size] * n
-    return torch.tensor([[min(s[0], h), min(s[1], w)] for s in shapes], dtype=torch.float64)
+def _selector(rows: Tensor, device: torch.device) -> Union[slice, Tensor]:
+    """A slice for a contiguous run of rows (views, no copies), else a device index."""
+    first, last = int(rows[0]), int(rows[-1])  # host tensor: no sync
+    if last - first + 1 == len(rows):
+        return slice(first, last + 1)
+    return rows.to(device, non_blocking=True)
+
+
+def _add_rows(total: Optional[Tensor], sel: Union[slice, Tensor], change: Tensor,
+              x: Tensor) -> Tensor:
+    """Out-of-place ``total[sel] += change`` (``total`` None: zeros like ``x``).
+
+    Out of place because the backward of an in-place add into a buffer clones the whole
+    gradient once per op; ``+`` and ``cat`` copy nothing in backward. Contiguous rows use
+    slices: on CPU ``index_add`` is a slow scatter.
+    """
+    if not isinstance(sel, slice):
+        return (x.new_zeros(x.shape) if total is None else total).index_add(0, sel, change)
+    if sel.start == 0 and sel.stop == len(x):
+        return change if total is None else total + change
+    if total is None:
+        total = x.new_zeros(x.shape)
+    return torch.cat([total[:sel.start], total[sel] + change, total[sel.stop:]])
+
+
+def _put_rows(x: Tensor, sel: Union[slice, Tensor], rows: Tensor) -> Tensor:
+    """Out-of-place ``x[sel] = rows`` (x's old rows may be saved for backward)."""
+    if isinstance(sel, slice):
+        return torch.cat([x[:sel.start], rows, x[sel.stop:]])
+    return x.index_copy(0, sel, rows)
+
+
+def _context(samples: Optional[list], x: Tensor, noise: Tensor) -> OpContext:
+    """Each sample's real size and mask (from ``img_shape``; the batch size where unknown)."""
+    n, _, h, w = x.shape
+    shapes = [s.metainfo.get('img_shape', (h, w)) for s in samples] if samples else []
+    sizes = [(min(s[0], h), min(s[1], w)) for s in shapes] or [(h, w)] * n
+    hw = torch.tensor(sizes, dtype=x.dtype).to(x.device, non_blocking=True)
+    padded = any(s != (h, w) for s in sizes)  # decided on the host: no sync
+    if padded:
+        ys = torch.arange(h, device=x.device).view(1, 1, h, 1)
+        xs = torch.arange(w, device=x.device).view(1, 1, 1, w)
+        valid = (ys < hw[:, 0].view(n, 1, 1, 1)) & (xs < hw[:, 1].view(n, 1, 1, 1))
+    else:
+        valid = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=x.device).expand(n, 1, h, w)
+    return OpContext(valid, hw, noise, padded)
 
 
 def _check_samples(samples: Optional[list], n: int) -> None:

@@ -48,8 +48,19 @@ def _precise(t: Tensor) -> Tensor:
 
 
 def _grid(theta: Tensor, shape: torch.Size) -> Tensor:
-    # The sampling grid is fp32 at least: in fp16 a 1333-pixel row is off by up to a pixel.
-    return F.affine_grid(_precise(theta), list(shape), align_corners=False)
+    """``F.affine_grid(theta, shape, align_corners=False)``, built by broadcasting.
+
+    The same grid, in about a third of the time on CPU forward and backward (no base grid
+    and no batched matmul). fp32 at least: in fp16 a 1333-pixel row is off by a pixel.
+    """
+    n, _, h, w = shape
+    theta = _precise(theta).view(n, 2, 3, 1, 1)
+    xs = ((torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1)
+    ys = ((torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1)
+    xs, ys = xs.view(1, 1, w), ys.view(1, h, 1)
+    gx = theta[:, 0, 0] * xs + (theta[:, 0, 1] * ys + theta[:, 0, 2])
+    gy = theta[:, 1, 0] * xs + (theta[:, 1, 1] * ys + theta[:, 1, 2])
+    return torch.stack([gx, gy], -1)
 
 
 def warp_images(img: Tensor, theta: Tensor) -> Tensor:

@@ -7,18 +7,23 @@ policy's op list, the config vocabulary, the parametrised tests) is derived from
 
 Contract of every ``fn``:
 
-- **pixel ops** ``fn(img, value, ctx) -> img``: ``img`` is an N x 3 x H x W float batch in
-  pixel space (RGB, 0-255, padded bottom/right); ``value`` is an N-vector in the op's
+- **pixel ops** ``fn(img, value, ctx) -> change``: ``img`` is an N x 3 x H x W float batch
+  in pixel space (RGB, 0-255, padded bottom/right); ``value`` is an N-vector in the op's
   physical unit (signed where the op is signed); ``ctx`` carries the real-image mask and
-  per-sample noise. Pure, batched, differentiable in ``value`` where the op is smooth,
-  straight-through where it is piecewise constant (Posterize, Solarize).
+  per-sample noise. The fn returns the *change* ``T(img) - img`` (unclamped), the term
+  the augmenter's residual composition ``x + sum_i g_i * (T_i(x) - x)`` adds up, so no op
+  pays for materialising ``T(img)`` and subtracting ``img`` again. Differentiable in
+  ``value`` where the op is smooth, straight-through where it is piecewise constant
+  (Posterize, Solarize). ``linear`` ops satisfy ``fn(img, a * v) == a * fn(img, v)``, so
+  the augmenter folds the gate into the value, as it does for geometric ops.
 - **geometric ops** ``fn(value, hw) -> N x 3 x 3``: a forward affine matrix in continuous
   pixel coordinates (pixel ``i`` spans ``[i, i + 1]``) about the real image's centre;
   ``hw`` holds each sample's real (h, w).
 
-Each fn is the identity at value 0. Ops without a learned magnitude (``magnitude_range``
-is None: Equalize, Invert, Cutout) are applied at a fixed full strength of 1, and 0 still
-means "off", so one contract covers the whole table.
+Each fn is the identity at value 0 (zero change, identity matrix). Ops without a learned
+magnitude (``magnitude_range`` is None: Equalize, Invert, Cutout) are applied at a fixed
+full strength of 1, and 0 still means "off", so one contract covers the whole table.
+All pixel ops are a few memory passes over the batch: the augmenter is memory-bound.
 """
 import math
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
@@ -32,20 +37,23 @@ PIXEL_MAX = 255.0
 CUTOUT_FRACTION = 0.2  # Cutout's square side at full strength, as a fraction of min(h, w)
 CUTOUT_FILL = 128.0  # mid grey, as AutoAugment's Cutout
 ST_SOFTNESS = 8.0  # width (grey levels) of Solarize's sigmoid surrogate for the backward pass
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L')
 
 
 class OpContext(NamedTuple):
-    """What a pixel op may need beyond the image: sampled once, shared by all ops."""
+    """What a pixel op may need beyond the image: built once per batch, shared by all ops."""
     valid: Tensor  # N x 1 x H x W bool, True inside each sample's real image
     hw: Tensor  # N x 2 float, each sample's real (h, w)
     noise: Tensor  # N x 2 float in [0, 1), e.g. Cutout's centre (y, x) as a fraction of hw
+    padded: bool = True  # False: every real image fills the batch (masking can be skipped)
 
 
 class OpSpec(NamedTuple):
     fn: Callable
     magnitude_range: Optional[Tuple[float, float]]  # None: probability only
     signed: bool  # True: a random sign per sample
-    geometric: bool  # True: fn returns an affine matrix instead of an image
+    geometric: bool = False  # True: fn returns an affine matrix instead of a change
+    linear: bool = False  # True: fn(img, a * v) == a * fn(img, v)
 
 
 def _per_sample(value: Tensor) -> Tensor:
@@ -53,87 +61,123 @@ def _per_sample(value: Tensor) -> Tensor:
 
 
 def _gray(img: Tensor) -> Tensor:
-    """ITU-R 601-2 luma, as PIL's ``convert('L')``: N x 1 x H x W."""
+    """Luma as PIL's ``convert('L')`` (unrounded): N x 1 x H x W."""
     r, g, b = img.unbind(1)
-    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
-
-
-def _blend(img: Tensor, degenerate: Tensor, value: Tensor) -> Tensor:
-    """PIL ``ImageEnhance``: factor ``1 + value`` between ``degenerate`` and ``img``."""
-    return img + _per_sample(value) * (img - degenerate)
+    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)
 
 
 # ---------------------------------------------------------------------------- pixel ops
+# PIL's ImageEnhance ops blend towards a degenerate image D with factor 1 + v:
+# T(x) = D + (1 + v) * (x - D), so the change is v * (x - D).
 def brightness(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
-    return _blend(img, torch.zeros_like(img), value)
+    return _per_sample(value) * img  # D = 0
 
 
 def color(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
-    return _blend(img, _gray(img), value)
+    v = _per_sample(value)
+    return torch.addcmul(-v * _gray(img), img, v)  # D = grey image
 
 
 def contrast(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
-    # The mean grey level of the real image only, not of the padding.
-    valid = ctx.valid.to(img.dtype)
-    mean = (_gray(img) * valid).sum((2, 3), keepdim=True) / valid.sum((2, 3), keepdim=True)
-    return _blend(img, mean, value)
+    # D = the mean grey level of the real image only, not of the padding.
+    with torch.no_grad():
+        if ctx.padded:
+            sums = torch.einsum('nchw,nhw->nc', img, ctx.valid[:, 0].to(img.dtype))
+        else:
+            sums = img.sum((2, 3))
+        mean = (sums @ img.new_tensor(LUMA)) / ctx.hw.prod(1).to(img.dtype)
+    v = _per_sample(value)
+    return torch.addcmul(-v * _per_sample(mean), img, v)
 
 
 def sharpness(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
-    # PIL's SMOOTH kernel; pixels whose 3x3 window leaves the real image keep their value.
-    kernel = img.new_tensor([[1., 1., 1.], [1., 5., 1.], [1., 1., 1.]]) / 13.
-    smooth = F.conv2d(img, kernel.expand(img.shape[1], 1, 3, 3), padding=1,
-                      groups=img.shape[1])
-    interior = F.avg_pool2d(ctx.valid.to(img.dtype), 3, 1, 1, count_include_pad=True)
-    return _blend(img, torch.where(interior > 1 - 1e-3, smooth, img), value)
+    # D = PIL's SMOOTH filter ([[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13), so x - D is
+    # (9 x - box3x3(x)) / 13; pixels whose 3x3 window leaves the real image keep x (PIL
+    # keeps the border). Separable shifted sums: cheaper than a depthwise conv on CPU.
+    with torch.no_grad():
+        rows = img[..., :-2] + img[..., 1:-1] + img[..., 2:]
+        box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
+        inner = box.mul_(-1 / 13).add_(img[..., 1:-1, 1:-1], alpha=9 / 13)
+        detail = F.pad(inner, (1, 1, 1, 1))
+        if ctx.padded:  # also zero on the last row / column of each real image
+            n, _, h, w = img.shape
+            ys = torch.arange(h, device=img.device).view(1, 1, h, 1)
+            xs = torch.arange(w, device=img.device).view(1, 1, 1, w)
+            hw = ctx.hw.view(n, 2, 1, 1)
+            inside = (ys < hw[:, :1] - 1) & (xs < hw[:, 1:] - 1)
+            detail = detail.masked_fill_(~inside, 0)
+    return _per_sample(value) * detail
 
 
 def posterize(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
-    # Drop `value` (0-4) low bits: floor(x / 2^v) * 2^v. Straight-through on the floor, so
-    # d out / d v = -frac(x / 2^v) * 2^v * ln 2 (forward stays exact).
-    step = torch.exp2(_per_sample(value))
-    scaled = img / step
-    quantised = scaled + (torch.floor(scaled) - scaled).detach()
-    return torch.where(_per_sample(value) == 0, img, quantised * step)
+    # Drop `value` (0-4) low bits: T(x) = floor(x / 2^v) * 2^v, so the change is
+    # -(x mod 2^v). Straight-through on the floor: d change / d v = ln 2 * change, which
+    # the per-sample scale below carries (its forward value is exactly 1, or 0 at v = 0).
+    v = _per_sample(value)
+    with torch.no_grad():
+        rest = torch.remainder(img, torch.exp2(v))
+    scale = (v != 0).to(img.dtype) * (1 + math.log(2) * (v - v.detach()))
+    return rest * -scale
+
+
+class _SolarizeST(torch.autograd.Function):
+    """Exact solarize change forward; gradient of a sigmoid-softened threshold backward."""
+
+    @staticmethod
+    def forward(ctx, img: Tensor, value: Tensor) -> Tensor:
+        threshold = PIXEL_MAX - _per_sample(value)
+        ctx.save_for_backward(img, threshold)
+        return torch.addcmul(torch.full_like(threshold, PIXEL_MAX), img,
+                             torch.full_like(threshold, -2.0)).mul_(img > threshold)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        img, threshold = ctx.saved_tensors
+        # d mask / d value = sigmoid'((x - t) / s) / s (the threshold t falls as the value
+        # rises), times the change 255 - 2x; a handful of in-place passes.
+        soft = img.sub(threshold).div_(ST_SOFTNESS).sigmoid_()
+        slope = soft.sub_(soft * soft).mul_(img.mul(-2.0).add_(PIXEL_MAX))
+        return None, torch.einsum('nchw,nchw->n', grad, slope) / ST_SOFTNESS
 
 
 def solarize(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
-    # Invert pixels above the threshold 255 - value (0-255). Forward: the exact step;
-    # backward: a sigmoid of width ST_SOFTNESS grey levels (straight-through).
-    over = img - (PIXEL_MAX - _per_sample(value))
-    soft = torch.sigmoid(over / ST_SOFTNESS)
-    hard = (over > 0).to(img.dtype)
-    mask = hard + (soft - soft.detach())
-    return img + mask * (PIXEL_MAX - 2 * img)
+    # Invert pixels above the threshold 255 - value (0-255): change 255 - 2x there.
+    return _SolarizeST.apply(img, value)
 
 
 @torch.no_grad()
-def _equalized(img: Tensor, valid: Tensor) -> Tensor:
+def _equalized(img: Tensor, ctx: OpContext) -> Tensor:
     """PIL's ``ImageOps.equalize`` per sample and channel over the real image, batched."""
-    n, c, h, w = img.shape
-    levels = img.round().clamp(0, PIXEL_MAX).long()
-    bins = (torch.arange(n * c, device=img.device).view(n, c, 1, 1) * 256 + levels)
-    weight = valid.expand(n, c, h, w).to(img.dtype)
-    hist = img.new_zeros(n * c * 256).scatter_add_(0, bins.flatten(), weight.flatten())
-    hist = hist.view(n, c, 256)
+    n, c = img.shape[:2]
+    bins = n * c * 256
+    offset = torch.arange(0, bins, 256, device=img.device, dtype=img.dtype).view(n, c, 1, 1)
+    index = (img.round().clamp_(0, PIXEL_MAX) + offset).long()
+    if ctx.padded:  # padding pixels count in a spare last bin
+        index.masked_fill_(~ctx.valid, bins)
+    hist = img.new_zeros(bins + 1).index_add_(0, index.flatten(),
+                                              img.new_ones(1).expand(index.numel()))
+    hist = hist[:bins].view(n * c, 256)
     # PIL: step = (count of all but the last non-empty bin) // 255; identity when 0.
-    last = (hist > 0).float() * torch.arange(256, device=img.device)
-    last_count = hist.gather(2, last.argmax(2, keepdim=True))
-    step = torch.div(hist.sum(2, keepdim=True) - last_count, 255, rounding_mode='floor')
-    cdf = hist.cumsum(2) - hist  # exclusive
-    lut = torch.div(cdf + torch.div(step, 2, rounding_mode='floor'), step.clamp(min=1),
-                    rounding_mode='floor').clamp(max=PIXEL_MAX)
-    lut = torch.where(step > 0, lut, torch.arange(256, device=img.device, dtype=img.dtype))
-    return lut.gather(2, levels.view(n, c, -1)).view(n, c, h, w)
+    levels = torch.arange(256, device=img.device, dtype=img.dtype)
+    last = hist.gather(1, ((hist > 0) * levels).argmax(1, keepdim=True))
+    step = torch.div(hist.sum(1, keepdim=True) - last, 255, rounding_mode='floor')
+    lut = torch.div(hist.cumsum(1) - hist + torch.div(step, 2, rounding_mode='floor'),
+                    step.clamp(min=1), rounding_mode='floor').clamp(max=PIXEL_MAX)
+    lut = torch.where(step > 0, lut, levels)
+    return torch.cat([lut.flatten(), lut.new_zeros(1)]).take(index)
 
 
 def equalize(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
-    eq = torch.where(ctx.valid, _equalized(img, ctx.valid), img)
-    return img + _per_sample(value) * (eq - img)
+    with torch.no_grad():
+        detail = _equalized(img, ctx) - img
+        if ctx.padded:
+            detail.masked_fill_(~ctx.valid, 0)
+    return _per_sample(value) * detail
 
 
 def invert(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
-    return img + _per_sample(value) * (PIXEL_MAX - 2 * img)
+    v = _per_sample(value)
+    return torch.addcmul(PIXEL_MAX * v, img, -2 * v)  # v * (255 - 2x)
 
 
 def cutout(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
@@ -147,7 +191,7 @@ def cutout(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
     inside_y = (ys.view(1, h, 1) - centre[:, 0].view(n, 1, 1)).abs() < half
     inside_x = (xs.view(1, 1, w) - centre[:, 1].view(n, 1, 1)).abs() < half
     hole = (inside_y & inside_x).unsqueeze(1) & ctx.valid
-    return torch.where(hole, torch.full_like(img, CUTOUT_FILL), img)
+    return (CUTOUT_FILL - img).mul_(hole)
 
 
 # ------------------------------------------------------------------------ geometric ops
@@ -191,19 +235,19 @@ def rotate(value: Tensor, hw: Tensor) -> Tensor:
 
 
 OPS: Dict[str, OpSpec] = {
-    # name: (fn, magnitude range in the op's unit, signed, geometric)
-    'Brightness': OpSpec(brightness, (0.0, 0.9), True, False),  # factor 1 +- v
-    'Color': OpSpec(color, (0.0, 0.9), True, False),  # saturation factor 1 +- v
-    'Contrast': OpSpec(contrast, (0.0, 0.9), True, False),  # factor 1 +- v
-    'Sharpness': OpSpec(sharpness, (0.0, 0.9), True, False),  # factor 1 +- v
-    'Posterize': OpSpec(posterize, (0.0, 4.0), False, False),  # bits dropped: 8 -> 4 bits
-    'Solarize': OpSpec(solarize, (0.0, 255.0), False, False),  # threshold 255 - v
-    'ShearX': OpSpec(shear_x, (0.0, 0.3), True, True),  # x += v * (y - cy)
-    'ShearY': OpSpec(shear_y, (0.0, 0.3), True, True),  # y += v * (x - cx)
-    'TranslateX': OpSpec(translate_x, (0.0, 0.45), True, True),  # fraction of real w
-    'TranslateY': OpSpec(translate_y, (0.0, 0.45), True, True),  # fraction of real h
-    'Rotate': OpSpec(rotate, (0.0, 30.0), True, True),  # degrees
-    'Equalize': OpSpec(equalize, None, False, False),
-    'Invert': OpSpec(invert, None, False, False),
-    'Cutout': OpSpec(cutout, None, False, False),
+    # name: (fn, magnitude range in the op's unit, signed, geometric, linear in value)
+    'Brightness': OpSpec(brightness, (0.0, 0.9), True, linear=True),  # factor 1 +- v
+    'Color': OpSpec(color, (0.0, 0.9), True, linear=True),  # saturation factor 1 +- v
+    'Contrast': OpSpec(contrast, (0.0, 0.9), True, linear=True),  # factor 1 +- v
+    'Sharpness': OpSpec(sharpness, (0.0, 0.9), True, linear=True),  # factor 1 +- v
+    'Posterize': OpSpec(posterize, (0.0, 4.0), False),  # bits dropped: 8 -> 4 bits
+    'Solarize': OpSpec(solarize, (0.0, 255.0), False),  # threshold 255 - v
+    'ShearX': OpSpec(shear_x, (0.0, 0.3), True, geometric=True),  # x += v * (y - cy)
+    'ShearY': OpSpec(shear_y, (0.0, 0.3), True, geometric=True),  # y += v * (x - cx)
+    'TranslateX': OpSpec(translate_x, (0.0, 0.45), True, geometric=True),  # x real w
+    'TranslateY': OpSpec(translate_y, (0.0, 0.45), True, geometric=True),  # x real h
+    'Rotate': OpSpec(rotate, (0.0, 30.0), True, geometric=True),  # degrees
+    'Equalize': OpSpec(equalize, None, False, linear=True),
+    'Invert': OpSpec(invert, None, False, linear=True),
+    'Cutout': OpSpec(cutout, None, False),
 }

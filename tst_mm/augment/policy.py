@@ -39,9 +39,10 @@ def relaxed_bernoulli(logits: Tensor, uniform: Tensor, temperature: float,
     eps = torch.finfo(uniform.dtype).eps
     u = uniform.clamp(eps, 1 - eps)
     z = (logits + torch.log(u) - torch.log1p(-u)) / temperature
-    # exp(logsigmoid) rather than sigmoid: same forward, but the gradient g * sigmoid(-z)
-    # stays non-zero (if tiny) for a saturated gate, where sigmoid's g * (1 - g) is 0.
-    soft = torch.exp(F.logsigmoid(z))
+    # exp(log sigmoid(z)) = exp(-softplus(-z)) rather than sigmoid(z): same forward, but
+    # the gradient g * sigmoid(-z) stays non-zero (if tiny) for a saturated gate, where
+    # sigmoid's g * (1 - g) rounds to 0. (F.logsigmoid is as exact, but slow on CPU.)
+    soft = torch.exp(-F.softplus(-z))
     if not hard:
         return soft
     return (z > 0).to(soft.dtype) + (soft - soft.detach())
