@@ -16,7 +16,7 @@ from mmengine.runner import load_checkpoint
 from torch import Tensor
 
 from .freeze import frozen
-from .inverse_losses import inverted_task_losses
+from .inverse_losses import find_task_losses, inversion_of, inverted_task_losses
 from .normalize import InputNormalizer
 from .recorders import ModuleOutputRecorder
 
@@ -130,6 +130,10 @@ class TSTDistiller(BaseModel):
                              f'valid: {sorted(weights)}')
         weights.update(augment_loss_weights or {})
         self.augment_loss_weights = weights
+        if weights['student_inverse']:
+            # Fail at build time, not at the first augment phase hours later.
+            for _, _, task_loss in find_task_losses(self.student):
+                inversion_of(task_loss)
 
         self.distill_losses = nn.ModuleDict()
         self.loss_paths: Dict[str, Tuple[str, str]] = {}

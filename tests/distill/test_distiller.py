@@ -1,0 +1,127 @@
+"""TSTDistiller built in-process: preprocessing per model, checks and clear errors."""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, MODELS
+from mmengine.runner import Runner
+
+import tst_mm  # noqa: F401
+from tests.conftest import TEST_CONFIGS, run, REPO
+
+CAFFE = dict(type='DetDataPreprocessor', mean=[103.530, 116.280, 123.675],
+             std=[1.0, 1.0, 1.0], bgr_to_rgb=False, pad_size_divisor=32)
+
+
+def tiny_cfg() -> Config:
+    cfg = Config.fromfile(osp.join(TEST_CONFIGS, 'tst_retinanet_tiny.py'))
+    # `{{_base_.model}}` gives student and teacher one shared dict: edit them apart.
+    cfg.model.teacher = copy.deepcopy(cfg.model.teacher)
+    return cfg
+
+
+def build(model_cfg):
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(model_cfg)
+
+
+def one_batch(coco_digits):
+    cfg = tiny_cfg()
+    dataloader = copy.deepcopy(cfg.train_dataloader)
+    dataloader.dataset.data_root = coco_digits
+    dataloader.sampler = dict(type='DefaultSampler', shuffle=False)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return next(iter(Runner.build_dataloader(dataloader)))
+
+
+def test_each_model_gets_its_own_preprocessing(coco_digits):
+    """A caffe-style BGR teacher and a pytorch-style RGB student see exactly what their
+    own mmdet data preprocessors would give them (identity augmentation)."""
+    cfg = tiny_cfg()
+    cfg.model.teacher.data_preprocessor = CAFFE
+    distiller = build(cfg.model)
+    data = one_batch(coco_digits)
+    pixels = distiller.data_preprocessor(copy.deepcopy(data), True)
+    assert pixels['inputs'].max() > 1.5  # still 0-255 pixels
+    for model, normalizer in ((distiller.teacher, distiller.teacher_normalizer),
+                              (distiller.student, distiller.student_normalizer)):
+        expected = model.data_preprocessor(copy.deepcopy(data), True)['inputs']
+        got = normalizer(pixels['inputs'], pixels['data_samples'])
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    assert distiller.teacher_normalizer.to_bgr and not distiller.student_normalizer.to_bgr
+
+
+def test_teacher_is_frozen_loaded_and_not_saved(tmp_path):
+    cfg = tiny_cfg()
+    teacher = build(cfg.model.teacher)
+    ckpt = tmp_path / 'teacher.pth'
+    torch.save({'state_dict': teacher.state_dict(), 'meta': {}}, ckpt)
+    cfg.model.teacher_ckpt = str(ckpt)
+    distiller = build(cfg.model)
+    for key, value in teacher.state_dict().items():
+        torch.testing.assert_close(distiller.teacher.state_dict()[key], value)
+    assert not any(p.requires_grad for p in distiller.teacher.parameters())
+    distiller.train()
+    assert not distiller.teacher.training and distiller.student.training
+    distiller.init_weights()  # the Runner does this: must not touch the loaded teacher
+    torch.testing.assert_close(distiller.teacher.state_dict(), teacher.state_dict())
+    state = distiller.state_dict()
+    assert not any(k.startswith('teacher.') for k in state)
+    assert any(k.startswith('augmenter.') for k in state)
+    distiller.load_state_dict(state, strict=True)  # teacher keys are not "missing"
+
+
+def test_missing_teacher_checkpoint_fails_before_training(workspace):
+    proc = run_failing(['--cfg-options', 'model.teacher_ckpt=nowhere/teacher.pth'],
+                       workspace)
+    assert "teacher_ckpt 'nowhere/teacher.pth' does not exist" in proc.stdout
+    assert 'Iter(train)' not in proc.stdout
+
+
+def run_failing(extra, cwd):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'train.py'),
+                           osp.join(TEST_CONFIGS, 'tst_retinanet_tiny.py'), '--work-dir',
+                           str(cwd / 'failed'), *extra], cwd=str(cwd), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.returncode != 0
+    return proc
+
+
+def test_unknown_recorder_path_names_the_nearest():
+    cfg = tiny_cfg()
+    cfg.model.distill_losses.loss_kd_cls.student = 'bbox_head.retina_clss'
+    with pytest.raises(ValueError, match="did you mean 'bbox_head.retina_cls'"):
+        build(cfg.model)
+
+
+def test_mismatched_class_counts():
+    cfg = tiny_cfg()
+    cfg.model.teacher.bbox_head.num_classes = 80
+    with pytest.raises(ValueError, match='num_classes=10 but teacher.*num_classes=80'):
+        build(cfg.model)
+
+
+def test_unsupported_task_loss_is_named_at_build():
+    cfg = tiny_cfg()
+    cfg.model.student.bbox_head.loss_cls = dict(
+        type='GHMC', bins=30, momentum=0.75, use_sigmoid=True, loss_weight=1.0)
+    with pytest.raises(NotImplementedError, match='GHMC.*divergence'):
+        build(cfg.model)
+    cfg.model.augment_loss_weights = dict(student_inverse=0, divergence=1)
+    build(cfg.model)  # the divergence term needs no inverse
+
+
+def test_distill_loss_names_and_fields_are_checked():
+    cfg = tiny_cfg()
+    cfg.model.distill_losses = dict(kd_cls=cfg.model.distill_losses.loss_kd_cls)
+    with pytest.raises(ValueError, match="must contain 'loss'"):
+        build(cfg.model)
+    cfg = tiny_cfg()
+    del cfg.model.distill_losses.loss_kd_cls['teacher']
+    with pytest.raises(ValueError, match=r"needs \['teacher'\]"):
+        build(cfg.model)

@@ -1,0 +1,91 @@
+"""TST end to end through tools/train.py: phases, loops, resume, DDP."""
+import json
+import os.path as osp
+
+import pytest
+
+from tests.conftest import REPO, TEST_CONFIGS, free_port, run, train
+from tests.tools.test_train_tools import logged_losses
+
+TST_TINY = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny.py')
+PROBE = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_probe.py')
+
+
+def read_probe(work_dir, rank=0) -> dict:
+    with open(osp.join(str(work_dir), f'phases_rank{rank}.json')) as f:
+        return json.load(f)
+
+
+def assert_phases(records, augment_before):
+    """The student changes only in student steps, the augmenter only between them,
+    and only before the iterations in ``augment_before``."""
+    steps = [r for r in records if r['phase'] == 'student_step']
+    between = [r for r in records if r['phase'] == 'between']
+    assert steps and all(r['student'] and not r['augmenter'] for r in steps)
+    assert not any(r['student'] for r in between)
+    changed = [r['iter'] for r in between if r['augmenter']]
+    assert changed == sorted(augment_before)
+
+
+def test_iter_loop_alternates(workspace):
+    out = train(PROBE, workspace / 'run', workspace).stdout
+    assert 'TST augment phase before iteration 1' in out
+    assert 'TST augment phase before iteration 3' in out
+    assert_phases(read_probe(workspace / 'run')['records'], augment_before=[0, 2])
+    losses = logged_losses(workspace / 'run')
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert 'coco/bbox_mAP:' in out  # validation evaluates the student
+
+
+def test_epoch_loop_alternates(workspace):
+    config = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_epoch_probe.py')
+    out = train(config, workspace / 'run', workspace).stdout
+    # 8 images, batch 2: 4 iterations per epoch; one pass of 4 augmenter steps
+    assert 'TST augment phase before epoch 2: step 4/4' in out
+    assert_phases(read_probe(workspace / 'run')['records'], augment_before=[4])
+
+
+def test_every_k_iterations_mode(workspace):
+    train(PROBE, workspace / 'run', workspace, '--cfg-options', 'train_cfg.augment_iters=[]',
+          'train_cfg.augment_interval=2')
+    assert_phases(read_probe(workspace / 'run')['records'], augment_before=[0, 2])
+
+
+def test_resume_continues_exactly(workspace):
+    """Resuming at iteration 2, just before an augment phase, gives the same losses
+    as the uninterrupted run (data, random augmentations and both optimizers)."""
+    straight, resumed = workspace / 'straight', workspace / 'resumed'
+    train(TST_TINY, straight, workspace)
+    out = train(TST_TINY, resumed, workspace, '--resume', str(straight / 'iter_2.pth')).stdout
+    assert 'TST augment phase before iteration 3' in out
+    reference, continued = logged_losses(straight), logged_losses(resumed)
+    assert sorted(continued) == [3, 4]
+    for it in (3, 4):
+        assert continued[it] == pytest.approx(reference[it], rel=1e-5, abs=1e-6)
+
+
+def test_ddp_two_ranks_keep_identical_augmenters(workspace):
+    work_dir = workspace / 'ddp'
+    run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), PROBE, '2', '--work-dir',
+         str(work_dir)], workspace, env={'PORT': str(free_port())})
+    ranks = [read_probe(work_dir, rank) for rank in (0, 1)]
+    for probe in ranks:
+        assert_phases(probe['records'], augment_before=[0, 2])
+    assert ranks[0]['augmenter'] == ranks[1]['augmenter']
+    assert any(v != 0 for v in ranks[0]['augmenter'])  # it did learn something
+    assert ranks[0]['student_checksum'] == pytest.approx(ranks[1]['student_checksum'],
+                                                         rel=1e-6)
+
+
+def test_caffe_teacher_from_a_config_file_with_pytorch_student(workspace):
+    """The teacher comes from a config path and its own checkpoint, BGR caffe-style."""
+    teacher_run = workspace / 'teacher'
+    train(osp.join(TEST_CONFIGS, 'retinanet_tiny_caffe.py'), teacher_run, workspace,
+          '--cfg-options', 'train_cfg.max_iters=2')
+    out = train(osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_caffe_teacher.py'),
+                workspace / 'tst', workspace, '--cfg-options',
+                f'model.teacher_ckpt={teacher_run / "iter_2.pth"}').stdout
+    assert f'from path: {teacher_run / "iter_2.pth"}' in out  # the teacher's weights
+    assert 'do not match exactly' not in out  # ... all of them
+    assert 'TST augment phase before iteration 3' in out
+    assert sorted(logged_losses(workspace / 'tst')) == [1, 2, 3, 4]
