@@ -11,10 +11,9 @@ Steps of one forward (``TSTAugmenter.forward``):
    op's parameter, so "off" is the identity) and the image is warped once;
 4. boxes and label maps of new data samples see the same matrix.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from mmengine.registry import MODELS
 from mmengine.structures import PixelData
 
@@ -104,9 +103,9 @@ class TSTAugmenter(TSTPolicy):
             change = ~identity.view(-1, 1, 1, 1)
             if ctx.padded:
                 change = change & ctx.valid[sel]
-            xr = x[sel]
+            xr, put = _take_rows(x, sel)
             warped = torch.where(change, warp_images(xr, theta), xr)
-            x = warped if len(rows) == n else _put_rows(x, sel, warped)
+            x = put(warped)
             samples = self._warp_samples(_clone(data_samples), rows.tolist(), (h, w), matrix,
                                          theta, change, identity, ctx.hw[sel])
         return x, samples
@@ -116,7 +115,7 @@ class TSTAugmenter(TSTPolicy):
         drew it (their indices are known on the host, so nothing is read back). The gate
         of a linear op is folded into its value, ``w * change(x, v) == change(x, w * v)``.
         """
-        total = None
+        sels, changes = [], []
         for j in self._pixel_ops:
             rows = _rows(draw.selected[:, j])
             if rows is None:
@@ -128,10 +127,9 @@ class TSTAugmenter(TSTPolicy):
                 change = spec.fn(x[sel], weight * value, sub)
             else:
                 change = weight.view(-1, 1, 1, 1) * spec.fn(x[sel], value, sub)
-            total = _add_rows(total, sel, change, x)
-        if total is None:
-            return x
-        return F.hardtanh(x + total, 0, PIXEL_MAX)  # clamp, with a one-pass backward
+            sels.append(sel)
+            changes.append(change)
+        return _ResidualSum.apply(x, sels, *changes) if changes else x
 
     def _warp_samples(self, samples: Optional[list], rows_list: List[int],
                       size: Tuple[int, int], matrix: Tensor, theta: Tensor, change: Tensor,
@@ -181,6 +179,36 @@ class TSTAugmenter(TSTPolicy):
         return samples
 
 
+class _ResidualSum(torch.autograd.Function):
+    """``clamp(x + sum_k change_k scattered to rows sel_k, 0, 255)`` in one buffer.
+
+    Autograd through per-op adds into a batch-sized total would copy a full-size tensor
+    per op (in-place adds clone the gradient, slices zero-fill one, CPU ``index_add`` is a
+    scatter); here the forward adds each change in place and the backward hands every op
+    a view of one clamp-masked gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, sels: list, *changes: Tensor) -> Tensor:
+        acc = x.clone()
+        for sel, change in zip(sels, changes):
+            if isinstance(sel, slice):
+                acc[sel] += change
+            else:
+                acc.index_add_(0, sel, change)
+        ctx.sels = sels
+        ctx.save_for_backward(acc)
+        return acc.clamp(0, PIXEL_MAX)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        acc, = ctx.saved_tensors
+        # zero where the clamp saturated, as F.hardtanh's backward (one pass)
+        grad = torch.ops.aten.hardtanh_backward(grad, acc, 0.0, PIXEL_MAX)
+        rows = [grad[s] if isinstance(s, slice) else grad.index_select(0, s) for s in ctx.sels]
+        return (grad if ctx.needs_input_grad[0] else None, None, *rows)
+
+
 def _rows(mask: Tensor) -> Optional[Tensor]:
     """Indices (host tensor) of the True entries of a host bool mask, None if none."""
     idx = mask.nonzero().flatten()
@@ -195,28 +223,20 @@ def _selector(rows: Tensor, device: torch.device) -> Union[slice, Tensor]:
     return rows.to(device, non_blocking=True)
 
 
-def _add_rows(total: Optional[Tensor], sel: Union[slice, Tensor], change: Tensor,
-              x: Tensor) -> Tensor:
-    """Out-of-place ``total[sel] += change`` (``total`` None: zeros like ``x``).
+def _take_rows(x: Tensor, sel: Union[slice, Tensor]) -> Tuple[Tensor, Callable]:
+    """``x[sel]`` and a function that returns x with those rows replaced (out of place).
 
-    Out of place because the backward of an in-place add into a buffer clones the whole
-    gradient once per op; ``+`` and ``cat`` copy nothing in backward. Contiguous rows use
-    slices: on CPU ``index_add`` is a slow scatter.
+    Contiguous rows go through ``split`` / ``cat``: their backward is one concatenation,
+    where indexing a slice zero-fills a full-size gradient per slice and CPU ``index_add``
+    is a slow scatter. Scattered rows use ``index_select`` / ``index_copy``.
     """
     if not isinstance(sel, slice):
-        return (x.new_zeros(x.shape) if total is None else total).index_add(0, sel, change)
-    if sel.start == 0 and sel.stop == len(x):
-        return change if total is None else total + change
-    if total is None:
-        total = x.new_zeros(x.shape)
-    return torch.cat([total[:sel.start], total[sel] + change, total[sel.stop:]])
-
-
-def _put_rows(x: Tensor, sel: Union[slice, Tensor], rows: Tensor) -> Tensor:
-    """Out-of-place ``x[sel] = rows`` (x's old rows may be saved for backward)."""
-    if isinstance(sel, slice):
-        return torch.cat([x[:sel.start], rows, x[sel.stop:]])
-    return x.index_copy(0, sel, rows)
+        return x.index_select(0, sel), lambda rows: x.index_copy(0, sel, rows)
+    n, a, b = len(x), sel.start, sel.stop
+    if a == 0 and b == n:
+        return x, lambda rows: rows
+    head, mid, tail = x.split([a, b - a, n - b])
+    return mid, lambda rows: torch.cat([head, rows, tail])
 
 
 def _context(samples: Optional[list], x: Tensor, noise: Tensor) -> OpContext:
