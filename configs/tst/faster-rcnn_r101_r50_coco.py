@@ -1,0 +1,43 @@
+# TST: Faster R-CNN ResNet-101 (teacher, frozen) -> Faster R-CNN ResNet-50 (student),
+# COCO 2x. Student: mmdet's faster-rcnn_r50_fpn_2x_coco (38.4 box AP without
+# distillation), with its ImageNet-pretrained backbone, optimizer and schedule
+# unchanged.
+_base_ = [
+    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
+    './_base_/tst_runtime.py',
+]
+
+model = dict(
+    _delete_=True,
+    type='TSTDistiller',
+    student={{_base_.model}},
+    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
+    # mmdet model zoo, faster-rcnn_r101_fpn_2x_coco: 39.8 box AP on COCO val2017.
+    teacher_ckpt='https://download.openmmlab.com/mmdetection/v2.0/faster_rcnn/'
+    'faster_rcnn_r101_fpn_2x_coco/'
+    'faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth',
+    augmenter={{_base_.tst_augmenter}},
+    distill_losses=dict(
+        # MSE on the five FPN levels; both necks have 256 channels, so no adapter.
+        #
+        # No KL on roi_head.bbox_head.fc_cls: its logits are per RoI, and the student's
+        # RoIs are its own RPN's proposals (sampled, in a random order), not the
+        # teacher's, so row i of the two logit matrices describes different boxes.
+        # A KL between them would teach noise. Aligning them needs the teacher run on
+        # the student's RoIs, which a module-output loss cannot express.
+        loss_mimic_fpn=dict(type='FeatureMimic', student='neck', teacher='neck',
+                            loss_weight=1.0)))
+
+# Two views per image, [x_aug ; x], on mmdet's 2 images per GPU: 4 images per GPU
+# through the student, the lr (0.02 for 8 GPUs x 2) and schedule of mmdet's 2x config.
+# See retinanet_r101_r50_coco.py for the trade-off and the batch_size=1 alternative.
+train_dataloader = dict(batch_size=2)
+
+train_cfg = {{_base_.tst_train_cfg}}
+optim_wrapper = dict(
+    _delete_=True,
+    constructor='TSTOptimWrapperConstructor',
+    student={{_base_.optim_wrapper}},
+    augmenter={{_base_.tst_augmenter_optim_wrapper}})
+param_scheduler = dict(
+    _delete_=True, student={{_base_.param_scheduler}}, augmenter=[])

@@ -1,0 +1,45 @@
+# TST: RetinaNet ResNet-101 (teacher, frozen) -> RetinaNet ResNet-50 (student), COCO 2x.
+# Student: mmdet's retinanet_r50_fpn_2x_coco (37.4 box AP without distillation), with
+# its ImageNet-pretrained backbone, optimizer and schedule unchanged.
+_base_ = [
+    'mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
+    './_base_/tst_runtime.py',
+]
+
+model = dict(
+    _delete_=True,
+    type='TSTDistiller',
+    student={{_base_.model}},
+    teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
+    # mmdet model zoo, retinanet_r101_fpn_2x_coco: 38.9 box AP on COCO val2017.
+    teacher_ckpt='https://download.openmmlab.com/mmdetection/v2.0/retinanet/'
+    'retinanet_r101_fpn_2x_coco/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth',
+    augmenter={{_base_.tst_augmenter}},
+    distill_losses=dict(
+        # RetinaNet scores each anchor and class with a sigmoid: Bernoulli KL, tau 1.
+        loss_kd_cls=dict(type='BinaryKLDivergence', student='bbox_head.retina_cls',
+                         teacher='bbox_head.retina_cls', tau=1.0, loss_weight=1.0),
+        # MSE on the five FPN levels; both necks have 256 channels, so no adapter.
+        loss_mimic_fpn=dict(type='FeatureMimic', student='neck', teacher='neck',
+                            loss_weight=1.0)))
+
+# The student learns from two views per image, [x_aug ; x]. We keep mmdet's 2 images
+# per GPU, so each GPU runs 4 images through the student (and the teacher, without
+# gradient): the reference's choice (samples_per_gpu=2, both views concatenated in its
+# train_step), so the iterations per epoch, the learning rate (0.01 for 8 GPUs x 2) and
+# the 2x schedule stay mmdet's. It needs about twice the activation memory of plain
+# RetinaNet-R50 (about 8 GB per GPU); on smaller GPUs use batch_size=1 (2 images per
+# GPU through the student, twice the iterations per epoch; halve the lr, or pass
+# --auto-scale-lr).
+train_dataloader = dict(batch_size=2)
+
+train_cfg = {{_base_.tst_train_cfg}}
+optim_wrapper = dict(
+    _delete_=True,
+    constructor='TSTOptimWrapperConstructor',
+    student={{_base_.optim_wrapper}},
+    augmenter={{_base_.tst_augmenter_optim_wrapper}})
+# mmengine needs one scheduler list per optimizer wrapper; the augmenter's lr is reset
+# before each augment phase instead.
+param_scheduler = dict(
+    _delete_=True, student={{_base_.param_scheduler}}, augmenter=[])

@@ -1,0 +1,137 @@
+"""Every shipped TST config in configs/tst builds, offline, into what it promises.
+
+The model-zoo teacher checkpoint is replaced by a local file holding the weights of a
+teacher built from the teacher's own config, and the student's ImageNet init is turned
+off: nothing is downloaded. One student step on a small batch checks that the distill
+losses fit the real architectures.
+"""
+import copy
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import OptimWrapperDict, build_optim_wrapper
+from mmengine.registry import LOOPS, MODELS, PARAM_SCHEDULERS, DefaultScope
+
+import tst_mm  # noqa: F401  (registers the TST components)
+from tests.conftest import REPO
+from tst_mm.distill.distiller import _model_cfg
+from tst_mm.engine import (TSTEpochBasedTrainLoop, TSTIterBasedTrainLoop,
+                           TSTOptimWrapperConstructor)
+
+CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'tst', '*.py')))
+MODEL_ZOO = 'https://download.openmmlab.com/mmdetection/v2.0/'
+
+
+def test_configs_are_shipped():
+    names = {osp.basename(path) for path in CONFIGS}
+    assert {'retinanet_r101_r50_coco.py', 'retinanet_x101_r50_coco.py',
+            'faster-rcnn_r101_r50_coco.py'} <= names
+
+
+@pytest.fixture(params=CONFIGS, ids=lambda path: osp.basename(path))
+def cfg(request) -> Config:
+    return Config.fromfile(request.param)
+
+
+def test_runtime_is_tst(cfg):
+    assert cfg.model.type == 'TSTDistiller'
+    assert 'tst_mm' in cfg.custom_imports.imports
+    assert cfg.model_wrapper_cfg.type == 'TSTDistributedDataParallel'
+    # Resolve the loop type the way the Runner does, in the config's scope.
+    with LOOPS.switch_scope_and_registry(cfg.train_cfg.get('_scope_')) as registry:
+        loop = registry.get(cfg.train_cfg.type)
+    assert loop in (TSTEpochBasedTrainLoop, TSTIterBasedTrainLoop)
+    assert cfg.optim_wrapper.constructor == 'TSTOptimWrapperConstructor'
+    assert set(cfg.param_scheduler) == {'student', 'augmenter'}
+    # The real teacher comes from mmdet's model zoo; the student stays ImageNet-initialised.
+    assert cfg.model.teacher_ckpt.startswith(MODEL_ZOO)
+    assert cfg.model.student.backbone.init_cfg.type == 'Pretrained'
+
+
+def _offline(cfg: Config, tmp_path) -> dict:
+    """The model config with a local teacher checkpoint and no download anywhere.
+
+    Returns the teacher's state dict that was written to the checkpoint.
+    """
+    teacher_cfg = _model_cfg(cfg.model.teacher)
+    teacher_cfg['backbone']['init_cfg'] = None
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        teacher = MODELS.build(teacher_cfg)
+    state = {key: value.clone() for key, value in teacher.state_dict().items()}
+    ckpt = tmp_path / 'teacher.pth'
+    torch.save({'state_dict': state, 'meta': {}}, ckpt)
+    cfg.model.teacher_ckpt = str(ckpt)
+    cfg.model.student.backbone.init_cfg = None
+    return state
+
+
+def test_builds_offline_and_trains_one_step(cfg, tmp_path):
+    expected = _offline(cfg, tmp_path)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(copy.deepcopy(cfg.model))
+        # The Runner initialises the whole model: the loaded teacher must survive it.
+        model.init_weights()
+
+        teacher = model.teacher.state_dict()
+        assert sorted(teacher) == sorted(expected)
+        for key, value in expected.items():
+            assert torch.equal(teacher[key], value), key
+        assert not model.teacher.training
+        assert not any(p.requires_grad for p in model.teacher.parameters())
+
+        student_modules = dict(model.student.named_modules())
+        teacher_modules = dict(model.teacher.named_modules())
+        assert set(model.loss_paths) == set(cfg.model.distill_losses)
+        for student_path, teacher_path in model.loss_paths.values():
+            assert student_path in student_modules and teacher_path in teacher_modules
+
+        optim_wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+        assert isinstance(optim_wrapper, OptimWrapperDict)
+        assert set(optim_wrapper.keys()) == {'student', 'augmenter'}
+        _check_optimizers(cfg, model, optim_wrapper)
+        for scheduler in cfg.param_scheduler.student:
+            PARAM_SCHEDULERS.build(dict(scheduler, optimizer=optim_wrapper['student']))
+
+        _one_student_step(cfg, model, optim_wrapper)
+
+
+def _check_optimizers(cfg, model, optim_wrapper):
+    def ids(wrapper):
+        return {id(p) for group in wrapper.optimizer.param_groups for p in group['params']}
+
+    student, augmenter = ids(optim_wrapper['student']), ids(optim_wrapper['augmenter'])
+    # mmengine's constructor also lists frozen parameters (frozen_stages); SGD skips them.
+    expected = {id(p) for p in model.student.parameters()}
+    expected |= {id(p) for p in model.distill_losses.parameters()}
+    assert student == expected
+    assert augmenter == {id(p) for p in model.augmenter.parameters()}
+    assert not {id(p) for p in model.teacher.parameters()} & (student | augmenter)
+
+    lr = cfg.optim_wrapper.student.optimizer.lr
+    assert optim_wrapper['student'].optimizer.param_groups[0]['lr'] == lr
+    sgd = optim_wrapper['augmenter'].optimizer
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults['lr'] == 0.01 and sgd.defaults['momentum'] == 0.9
+    assert optim_wrapper['augmenter'].clip_grad_kwargs['max_norm'] == 20
+
+
+def _one_student_step(cfg, model, optim_wrapper):
+    """One student step on two small images: the distill losses are finite and the
+    student (not the teacher) changes."""
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(0)
+    data = demo_mm_inputs(batch_size=1, image_shapes=[(3, 96, 128)], num_items=[2],
+                          num_classes=80, use_box_type=True)
+    teacher_before = copy.deepcopy(model.teacher.state_dict())
+    student_before = copy.deepcopy(model.student.state_dict())
+    model.train()
+    log_vars = model.train_step(data, optim_wrapper)
+    for name in cfg.model.distill_losses:
+        assert torch.isfinite(log_vars[f'distill.{name}']), name
+    assert all(torch.equal(v, model.teacher.state_dict()[k])
+               for k, v in teacher_before.items())
+    assert any(not torch.equal(v, model.student.state_dict()[k])
+               for k, v in student_before.items() if v.is_floating_point())
