@@ -90,8 +90,11 @@ class TSTDistiller(BaseModel):
             loss) and ``divergence`` (minus the distillation losses, maximising the
             teacher-student gap). Defaults to ``dict(teacher=1, student_inverse=1,
             divergence=0)``.
-        data_preprocessor (dict, optional): Pads and stacks in pixel space. Defaults to
-            the student's own preprocessor without normalisation, in RGB.
+        data_preprocessor (dict, optional): Pads and stacks (e.g. mmseg's
+            ``SegDataPreProcessor``: pad to the crop size, labels with 255); its
+            normalisation and channel order are replaced by pixel-space RGB. mmengine's
+            Runner passes a config's top-level ``data_preprocessor`` here. Defaults to
+            the student's own preprocessor.
         init_cfg (dict, optional): Defaults to None.
     """
 
@@ -106,10 +109,12 @@ class TSTDistiller(BaseModel):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg, teacher_cfg = _model_cfg(student), _model_cfg(teacher)
-        if data_preprocessor is None:
-            data_preprocessor = dict(student_cfg.get('data_preprocessor') or {})
-            data_preprocessor.update(mean=None, std=None, bgr_to_rgb=True,
-                                     rgb_to_bgr=False)
+        data_preprocessor = dict(data_preprocessor or student_cfg.get('data_preprocessor')
+                                 or {})
+        # Always pixel space, RGB: the Runner also fills this argument in from a
+        # config's top-level `data_preprocessor` (every mmseg config has one), which
+        # normalises for the student.
+        data_preprocessor.update(mean=None, std=None, bgr_to_rgb=True, rgb_to_bgr=False)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = MODELS.build(student_cfg)
         self.teacher = MODELS.build(teacher_cfg)
