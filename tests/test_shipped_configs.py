@@ -13,7 +13,8 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import OptimWrapperDict, build_optim_wrapper
-from mmengine.registry import LOOPS, MODELS, PARAM_SCHEDULERS, DefaultScope
+from mmengine.registry import (HOOKS, LOOPS, MODELS, PARAM_SCHEDULERS,
+                               DefaultScope)
 
 import tst_mm  # noqa: F401  (registers the TST components)
 from tests.conftest import REPO
@@ -45,6 +46,9 @@ def test_runtime_is_tst(cfg):
         loop = registry.get(cfg.train_cfg.type)
     assert loop in (TSTEpochBasedTrainLoop, TSTIterBasedTrainLoop)
     assert cfg.optim_wrapper.constructor == 'TSTOptimWrapperConstructor'
+    for hook in cfg.get('custom_hooks', []):
+        with HOOKS.switch_scope_and_registry(hook.get('_scope_')) as registry:
+            assert registry.build(copy.deepcopy(hook)) is not None, hook
     assert set(cfg.param_scheduler) == {'student', 'augmenter'}
     # The real teacher comes from mmdet's model zoo; the student stays ImageNet-initialised.
     assert cfg.model.teacher_ckpt.startswith(MODEL_ZOO)

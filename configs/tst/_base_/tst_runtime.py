@@ -7,6 +7,11 @@ custom_imports = dict(imports=['tst_mm'], allow_failed_imports=False)
 # mmengine's MMDistributedDataParallel never calls the distiller's train_step.
 model_wrapper_cfg = dict(type='TSTDistributedDataParallel')
 
+# The learned policy in the logs and in work_dir/policy.png. With epoch-level
+# alternation it changes only in the augment phases, and the hook records it right
+# after each; the interval only adds checkpoints of an unchanged policy.
+custom_hooks = [dict(type='TSTPolicyHook', interval=1000)]
+
 # 4 of the 14 ops per image, relaxed-Bernoulli gates at temperature 0.05.
 tst_augmenter = dict(type='TSTAugmenter', num_ops=4, temperature=0.05)
 
