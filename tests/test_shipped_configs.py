@@ -139,3 +139,21 @@ def _one_student_step(cfg, model, optim_wrapper):
                for k, v in teacher_before.items())
     assert any(not torch.equal(v, model.student.state_dict()[k])
                for k, v in student_before.items() if v.is_floating_point())
+
+
+def test_readme_snippet_is_the_shipped_retinanet_config(tmp_path):
+    """README's "Adding TST to any existing mmdet config" builds the same run as
+    configs/tst/retinanet_r101_r50_coco.py, so the two cannot drift apart."""
+    with open(osp.join(REPO, 'README.md')) as f:
+        section = f.read().split('### Adding TST to any existing mmdet config', 1)[1]
+    snippet = section.split('```python\n', 1)[1].split('```', 1)[0]
+    (tmp_path / 'readme_tst.py').write_text(snippet)
+    readme = Config.fromfile(str(tmp_path / 'readme_tst.py'))
+    shipped = Config.fromfile(
+        osp.join(REPO, 'configs', 'tst', 'retinanet_r101_r50_coco.py'))
+    for key in ('custom_imports', 'train_cfg', 'optim_wrapper', 'param_scheduler',
+                'model_wrapper_cfg', 'custom_hooks', 'train_dataloader'):
+        assert readme[key] == shipped[key], key
+    expected = shipped.model.to_dict()
+    assert expected['distill_losses']['loss_kd_cls'].pop('tau') == 1.0  # the default
+    assert readme.model.to_dict() == expected

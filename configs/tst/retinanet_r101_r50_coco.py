@@ -27,10 +27,12 @@ model = dict(
 # per GPU, so each GPU runs 4 images through the student (and the teacher, without
 # gradient): the reference's choice (samples_per_gpu=2, both views concatenated in its
 # train_step), so the iterations per epoch, the learning rate (0.01 for 8 GPUs x 2) and
-# the 2x schedule stay mmdet's. It needs about twice the activation memory of plain
-# RetinaNet-R50 (about 8 GB per GPU); on smaller GPUs use batch_size=1 (2 images per
-# GPU through the student, twice the iterations per epoch; halve the lr, or pass
-# --auto-scale-lr).
+# the 2x schedule stay mmdet's. Expect about twice the training memory of plain
+# RetinaNet-R50 (3.8 GB at 2 images in mmdet's metafile), plus the teacher's inference
+# (an estimate, not measured here). On smaller GPUs use batch_size=1 (2 images per
+# GPU through the student, twice the iterations per epoch) with half the student's lr,
+# optim_wrapper.student.optimizer.lr=0.005 (--auto-scale-lr would also halve the
+# augmenter's lr).
 train_dataloader = dict(batch_size=2)
 
 train_cfg = {{_base_.tst_train_cfg}}
