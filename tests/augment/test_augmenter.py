@@ -108,7 +108,7 @@ def test_matches_a_dense_reference(per_sample):
         hw = torch.tensor(real, dtype=torch.float32)
         ys, xs = torch.arange(H).view(1, 1, H, 1), torch.arange(W).view(1, 1, 1, W)
         valid = (ys < hw[:, :1, None, None]) & (xs < hw[:, 1:, None, None])
-        ctx = OpContext(valid, hw, draw.noise, True)
+        ctx = OpContext(valid.float(), hw, draw.noise, True)
         weight = draw.weights * draw.selected
         ref = img.clone()
         for j, name in enumerate(aug.op_names):

@@ -88,34 +88,38 @@ class TSTAugmenter(TSTPolicy):
             draw = self.sample(n, device, dtype)
             ctx = _context(data_samples, x, draw.noise)
             x = self._apply_pixel_ops(x, draw, ctx)
-            rows = _rows(draw.selected[:, self._geometric_ops].any(1))
-            if rows is None:  # no sample drew a geometric op: nothing to warp
+            drawn = [j for j in self._geometric_ops if draw.selected[:, j].any()]
+            if not drawn:  # no sample drew a geometric op: nothing to warp
                 return x, _clone(data_samples)
+            rows = _rows(draw.selected[:, drawn].any(1))
             sel = _selector(rows, device)
-            matrix = compose(torch.stack([
+            matrix = compose(torch.stack([  # table order; an op not drawn is the identity
                 OPS[self.op_names[j]].fn(draw.weights[sel, j] * draw.values[sel, j],
                                          ctx.hw[sel])
-                for j in self._geometric_ops]))
+                for j in drawn]))
             theta = sampling_theta(matrix, (h, w))
             # Warp inside the real image only (the padding keeps its value); a sample whose
             # gates are all off keeps its exact pixels.
             identity = (matrix == torch.eye(3, device=device, dtype=dtype)).flatten(1).all(1)
-            change = ~identity.view(-1, 1, 1, 1)
+            move = (~identity).to(dtype).view(-1, 1, 1, 1)
             if ctx.padded:
-                change = change & ctx.valid[sel]
+                move = move * ctx.valid[sel]
             xr, put = _take_rows(x, sel)
-            warped = torch.where(change, warp_images(xr, theta), xr)
-            x = put(warped)
+            # lerp is exact at weights 0 and 1 (and cheaper than where on CPU)
+            x = put(torch.lerp(xr, warp_images(xr, theta), move))
             samples = self._warp_samples(_clone(data_samples), rows.tolist(), (h, w), matrix,
-                                         theta, change, identity, ctx.hw[sel])
+                                         theta, move, identity, ctx.hw[sel])
         return x, samples
 
     def _apply_pixel_ops(self, x: Tensor, draw: PolicySample, ctx: OpContext) -> Tensor:
         """``clamp(x + sum_i w_i * change_i(x), 0, 255)``, each op only on the samples that
-        drew it (their indices are known on the host, so nothing is read back). The gate
-        of a linear op is folded into its value, ``w * change(x, v) == change(x, w * v)``.
+        drew it (their indices are known on the host, so nothing is read back).
+
+        A linear op's change is ``v * fn(x, 1)``: its unit change is computed without
+        autograd and ``w * v`` becomes its coefficient; other ops keep their own graph
+        (straight-through) with coefficient ``w``. :class:`_ResidualSum` adds them up.
         """
-        sels, changes = [], []
+        sels, coefs, changes = [], [], []
         for j in self._pixel_ops:
             rows = _rows(draw.selected[:, j])
             if rows is None:
@@ -124,19 +128,21 @@ class TSTAugmenter(TSTPolicy):
             sub = ctx._replace(valid=ctx.valid[sel], hw=ctx.hw[sel], noise=ctx.noise[sel])
             weight, value = draw.weights[sel, j], draw.values[sel, j]
             if spec.linear:
-                change = spec.fn(x[sel], weight * value, sub)
+                with torch.no_grad():
+                    changes.append(spec.fn(x[sel], torch.ones_like(value), sub))
+                coefs.append(weight * value)
             else:
-                change = weight.view(-1, 1, 1, 1) * spec.fn(x[sel], value, sub)
+                changes.append(spec.fn(x[sel], value, sub))
+                coefs.append(weight)
             sels.append(sel)
-            changes.append(change)
-        return _ResidualSum.apply(x, sels, *changes) if changes else x
+        return _ResidualSum.apply(x, sels, *coefs, *changes) if changes else x
 
     def _warp_samples(self, samples: Optional[list], rows_list: List[int],
-                      size: Tuple[int, int], matrix: Tensor, theta: Tensor, change: Tensor,
+                      size: Tuple[int, int], matrix: Tensor, theta: Tensor, move: Tensor,
                       identity: Tensor, hw: Tensor) -> Optional[list]:
         """Transform boxes and label maps of the warped samples in place.
 
-        ``matrix``, ``theta``, ``change``, ``identity`` and ``hw`` hold one entry per warped
+        ``matrix``, ``theta``, ``move``, ``identity`` and ``hw`` hold one entry per warped
         sample, whose batch indices are ``rows_list``; ``size`` is the batch's (H, W).
         """
         if samples is None:
@@ -171,7 +177,7 @@ class TSTAugmenter(TSTPolicy):
             seg = torch.stack([_pad_to(m, (h, w), self.seg_ignore_index) for m in maps])
             pick = torch.tensor(seg_rows, device=theta.device)
             warped = warp_label_maps(seg, theta[pick], self.seg_ignore_index)
-            seg = torch.where(change[pick], warped, seg)
+            seg = torch.where(move[pick] > 0, warped, seg)
             for k, m, s in zip(seg_rows, maps, seg):
                 data = s[:, :m.shape[-2], :m.shape[-1]].to(m.dtype)
                 samples[rows_list[k]].gt_sem_seg = PixelData(
@@ -180,33 +186,43 @@ class TSTAugmenter(TSTPolicy):
 
 
 class _ResidualSum(torch.autograd.Function):
-    """``clamp(x + sum_k change_k scattered to rows sel_k, 0, 255)`` in one buffer.
+    """``clamp(x + sum_k coef_k * change_k, 0, 255)``, change_k added to rows sel_k.
 
-    Autograd through per-op adds into a batch-sized total would copy a full-size tensor
-    per op (in-place adds clone the gradient, slices zero-fill one, CPU ``index_add`` is a
-    scatter); here the forward adds each change in place and the backward hands every op
-    a view of one clamp-masked gradient.
+    One buffer, in-place ``addcmul_``: no full-size temporary per op, where autograd
+    through per-op adds would copy one (in-place adds clone the gradient, slices zero-fill
+    one, CPU ``index_add`` is a scatter). Backward: one clamp-masked gradient, a dot
+    product per coefficient and ``grad * coef`` only for changes that need a gradient.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, sels: list, *changes: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, sels: list, *tensors: Tensor) -> Tensor:
+        coefs, changes = tensors[:len(sels)], tensors[len(sels):]
         acc = x.clone()
-        for sel, change in zip(sels, changes):
+        for sel, coef, change in zip(sels, coefs, changes):
             if isinstance(sel, slice):
-                acc[sel] += change
+                acc[sel].addcmul_(change, coef.view(-1, 1, 1, 1))
             else:
-                acc.index_add_(0, sel, change)
+                acc.index_add_(0, sel, change * coef.view(-1, 1, 1, 1))
         ctx.sels = sels
-        ctx.save_for_backward(acc)
+        ctx.save_for_backward(acc, *coefs, *changes)
         return acc.clamp(0, PIXEL_MAX)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        acc, = ctx.saved_tensors
+        acc, *tensors = ctx.saved_tensors
+        n = len(ctx.sels)
+        coefs, changes = tensors[:n], tensors[n:]
         # zero where the clamp saturated, as F.hardtanh's backward (one pass)
         grad = torch.ops.aten.hardtanh_backward(grad, acc, 0.0, PIXEL_MAX)
-        rows = [grad[s] if isinstance(s, slice) else grad.index_select(0, s) for s in ctx.sels]
-        return (grad if ctx.needs_input_grad[0] else None, None, *rows)
+        grad_coefs, grad_changes = [], []
+        for k, (sel, coef, change) in enumerate(zip(ctx.sels, coefs, changes)):
+            rows = grad[sel] if isinstance(sel, slice) else grad.index_select(0, sel)
+            grad_coefs.append(torch.linalg.vecdot(rows.flatten(1), change.flatten(1))
+                              if ctx.needs_input_grad[2 + k] else None)
+            grad_changes.append(rows * coef.view(-1, 1, 1, 1)
+                                if ctx.needs_input_grad[2 + n + k] else None)
+        return (grad if ctx.needs_input_grad[0] else None, None, *grad_coefs,
+                *grad_changes)
 
 
 def _rows(mask: Tensor) -> Optional[Tensor]:
@@ -247,11 +263,12 @@ def _context(samples: Optional[list], x: Tensor, noise: Tensor) -> OpContext:
     hw = torch.tensor(sizes, dtype=x.dtype).to(x.device, non_blocking=True)
     padded = any(s != (h, w) for s in sizes)  # decided on the host: no sync
     if padded:
-        ys = torch.arange(h, device=x.device).view(1, 1, h, 1)
-        xs = torch.arange(w, device=x.device).view(1, 1, 1, w)
-        valid = (ys < hw[:, 0].view(n, 1, 1, 1)) & (xs < hw[:, 1].view(n, 1, 1, 1))
+        ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+        xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
+        valid = ((ys < hw[:, 0].view(n, 1, 1, 1)).to(x.dtype)
+                 * (xs < hw[:, 1].view(n, 1, 1, 1)).to(x.dtype))
     else:
-        valid = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=x.device).expand(n, 1, h, w)
+        valid = x.new_ones(1, 1, 1, 1).expand(n, 1, h, w)
     return OpContext(valid, hw, noise, padded)
 
 

@@ -14,8 +14,9 @@ Contract of every ``fn``:
   the augmenter's residual composition ``x + sum_i g_i * (T_i(x) - x)`` adds up, so no op
   pays for materialising ``T(img)`` and subtracting ``img`` again. Differentiable in
   ``value`` where the op is smooth, straight-through where it is piecewise constant
-  (Posterize, Solarize). ``linear`` ops satisfy ``fn(img, a * v) == a * fn(img, v)``, so
-  the augmenter folds the gate into the value, as it does for geometric ops.
+  (Posterize, Solarize). ``linear`` ops satisfy ``fn(img, a * v) == a * fn(img, v)``: the
+  augmenter computes their unit change ``fn(img, 1)`` without autograd and scales it by
+  gate x value, whose gradient is then one dot product.
 - **geometric ops** ``fn(value, hw) -> N x 3 x 3``: a forward affine matrix in continuous
   pixel coordinates (pixel ``i`` spans ``[i, i + 1]``) about the real image's centre;
   ``hw`` holds each sample's real (h, w).
@@ -23,7 +24,8 @@ Contract of every ``fn``:
 Each fn is the identity at value 0 (zero change, identity matrix). Ops without a learned
 magnitude (``magnitude_range`` is None: Equalize, Invert, Cutout) are applied at a fixed
 full strength of 1, and 0 still means "off", so one contract covers the whole table.
-All pixel ops are a few memory passes over the batch: the augmenter is memory-bound.
+All pixel ops are a few memory passes over the batch (the augmenter is memory-bound),
+with float rather than bool masks (bool-mask kernels are several times slower on CPU).
 """
 import math
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
@@ -42,7 +44,7 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L')
 
 class OpContext(NamedTuple):
     """What a pixel op may need beyond the image: built once per batch, shared by all ops."""
-    valid: Tensor  # N x 1 x H x W bool, True inside each sample's real image
+    valid: Tensor  # N x 1 x H x W float in the images' dtype, 1 inside each real image
     hw: Tensor  # N x 2 float, each sample's real (h, w)
     noise: Tensor  # N x 2 float in [0, 1), e.g. Cutout's centre (y, x) as a fraction of hw
     padded: bool = True  # False: every real image fills the batch (masking can be skipped)
@@ -82,7 +84,7 @@ def contrast(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
     # D = the mean grey level of the real image only, not of the padding.
     with torch.no_grad():
         if ctx.padded:
-            sums = torch.einsum('nchw,nhw->nc', img, ctx.valid[:, 0].to(img.dtype))
+            sums = torch.linalg.vecdot(img.flatten(2), ctx.valid.flatten(2))
         else:
             sums = img.sum((2, 3))
         mean = (sums @ img.new_tensor(LUMA)) / ctx.hw.prod(1).to(img.dtype)
@@ -90,22 +92,30 @@ def contrast(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
     return torch.addcmul(-v * _per_sample(mean), img, v)
 
 
+def _inner_mask(ctx: OpContext, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """N x 1 x H x W float, 1 on pixels whose 3x3 window lies inside the real image."""
+    n, _, h, w = shape
+    ys = torch.arange(h, device=ctx.hw.device, dtype=dtype).view(1, h, 1)
+    xs = torch.arange(w, device=ctx.hw.device, dtype=dtype).view(1, 1, w)
+    hw = ctx.hw.to(dtype)
+    row = ((ys >= 1) & (ys < hw[:, 0].view(n, 1, 1) - 1)).to(dtype)
+    col = ((xs >= 1) & (xs < hw[:, 1].view(n, 1, 1) - 1)).to(dtype)
+    return (row * col).unsqueeze(1)
+
+
 def sharpness(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
     # D = PIL's SMOOTH filter ([[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13), so x - D is
     # (9 x - box3x3(x)) / 13; pixels whose 3x3 window leaves the real image keep x (PIL
-    # keeps the border). Separable shifted sums: cheaper than a depthwise conv on CPU.
+    # keeps the border). Separable shifted sums, in place: far cheaper than a depthwise
+    # conv or a 3x3 pooling on CPU.
     with torch.no_grad():
-        rows = img[..., :-2] + img[..., 1:-1] + img[..., 2:]
-        box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
-        inner = box.mul_(-1 / 13).add_(img[..., 1:-1, 1:-1], alpha=9 / 13)
-        detail = F.pad(inner, (1, 1, 1, 1))
+        rows = torch.add(img[..., :-2], img[..., 1:-1]).add_(img[..., 2:])
+        detail = torch.zeros_like(img)
+        inner = detail[..., 1:-1, 1:-1]
+        torch.add(rows[..., :-2, :], rows[..., 1:-1, :], out=inner)
+        inner.add_(rows[..., 2:, :]).mul_(-1 / 13).add_(img[..., 1:-1, 1:-1], alpha=9 / 13)
         if ctx.padded:  # also zero on the last row / column of each real image
-            n, _, h, w = img.shape
-            ys = torch.arange(h, device=img.device).view(1, 1, h, 1)
-            xs = torch.arange(w, device=img.device).view(1, 1, 1, w)
-            hw = ctx.hw.view(n, 2, 1, 1)
-            inside = (ys < hw[:, :1] - 1) & (xs < hw[:, 1:] - 1)
-            detail = detail.masked_fill_(~inside, 0)
+            detail.mul_(_inner_mask(ctx, img.shape, img.dtype))
     return _per_sample(value) * detail
 
 
@@ -115,9 +125,10 @@ def posterize(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
     # the per-sample scale below carries (its forward value is exactly 1, or 0 at v = 0).
     v = _per_sample(value)
     with torch.no_grad():
-        rest = torch.remainder(img, torch.exp2(v))
+        step = torch.exp2(v)
+        change = (img / step).floor_().mul_(step).sub_(img)
     scale = (v != 0).to(img.dtype) * (1 + math.log(2) * (v - v.detach()))
-    return rest * -scale
+    return change * scale
 
 
 class _SolarizeST(torch.autograd.Function):
@@ -127,8 +138,9 @@ class _SolarizeST(torch.autograd.Function):
     def forward(ctx, img: Tensor, value: Tensor) -> Tensor:
         threshold = PIXEL_MAX - _per_sample(value)
         ctx.save_for_backward(img, threshold)
-        return torch.addcmul(torch.full_like(threshold, PIXEL_MAX), img,
-                             torch.full_like(threshold, -2.0)).mul_(img > threshold)
+        # (255 - 2x) where x > t: arithmetic masks, bool ones are slow on CPU
+        above = (img - threshold).sign_().clamp_(min=0)
+        return above.mul_(img.mul(-2.0).add_(PIXEL_MAX))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -137,7 +149,7 @@ class _SolarizeST(torch.autograd.Function):
         # rises), times the change 255 - 2x; a handful of in-place passes.
         soft = img.sub(threshold).div_(ST_SOFTNESS).sigmoid_()
         slope = soft.sub_(soft * soft).mul_(img.mul(-2.0).add_(PIXEL_MAX))
-        return None, torch.einsum('nchw,nchw->n', grad, slope) / ST_SOFTNESS
+        return None, torch.linalg.vecdot(grad.flatten(1), slope.flatten(1)) / ST_SOFTNESS
 
 
 def solarize(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
@@ -150,10 +162,11 @@ def _equalized(img: Tensor, ctx: OpContext) -> Tensor:
     """PIL's ``ImageOps.equalize`` per sample and channel over the real image, batched."""
     n, c = img.shape[:2]
     bins = n * c * 256
-    offset = torch.arange(0, bins, 256, device=img.device, dtype=img.dtype).view(n, c, 1, 1)
-    index = (img.round().clamp_(0, PIXEL_MAX) + offset).long()
+    offset = torch.arange(0.5, bins, 256, device=img.device, dtype=img.dtype)  # + rounding
+    index = img.clamp(0, PIXEL_MAX).add_(offset.view(n, c, 1, 1))
     if ctx.padded:  # padding pixels count in a spare last bin
-        index.masked_fill_(~ctx.valid, bins)
+        index = torch.lerp(torch.full_like(index, bins), index, ctx.valid)
+    index = index.long()
     hist = img.new_zeros(bins + 1).index_add_(0, index.flatten(),
                                               img.new_ones(1).expand(index.numel()))
     hist = hist[:bins].view(n * c, 256)
@@ -169,9 +182,9 @@ def _equalized(img: Tensor, ctx: OpContext) -> Tensor:
 
 def equalize(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
     with torch.no_grad():
-        detail = _equalized(img, ctx) - img
+        detail = _equalized(img, ctx).sub_(img)
         if ctx.padded:
-            detail.masked_fill_(~ctx.valid, 0)
+            detail.mul_(ctx.valid)
     return _per_sample(value) * detail
 
 
@@ -188,9 +201,11 @@ def cutout(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
     centre = ctx.noise * ctx.hw  # N x 2 (y, x)
     ys = torch.arange(h, device=img.device, dtype=img.dtype) + 0.5
     xs = torch.arange(w, device=img.device, dtype=img.dtype) + 0.5
-    inside_y = (ys.view(1, h, 1) - centre[:, 0].view(n, 1, 1)).abs() < half
-    inside_x = (xs.view(1, 1, w) - centre[:, 1].view(n, 1, 1)).abs() < half
-    hole = (inside_y & inside_x).unsqueeze(1) & ctx.valid
+    inside_y = ((ys.view(1, h, 1) - centre[:, 0].view(n, 1, 1)).abs() < half).to(img.dtype)
+    inside_x = ((xs.view(1, 1, w) - centre[:, 1].view(n, 1, 1)).abs() < half).to(img.dtype)
+    hole = (inside_y * inside_x).unsqueeze(1)  # float masks: bool ones are slow on CPU
+    if ctx.padded:
+        hole = hole * ctx.valid
     return (CUTOUT_FILL - img).mul_(hole)
 
 
