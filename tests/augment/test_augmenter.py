@@ -168,11 +168,14 @@ def test_boxes_are_clipped_to_the_real_image_and_dropped_with_their_labels():
     torch.manual_seed(0)
     img = torch.rand(4, 3, H, W) * 255
     boxes = [[2., 5., 20., 30.], [60., 5., 75., 30.], [30., 40., 45., 50.]]
-    dets = [det_sample(boxes, [0, 1, 2], real) for _ in range(4)]
+    dets = [det_sample(boxes, [0, 1, 2], real, ignored=boxes) for _ in range(4)]
     out, new = aug(img, dets)
     shift = 0.5 * real[1]
     for k, s in enumerate(new):
         b, labels = s.gt_instances.bboxes.tensor, s.gt_instances.labels
+        # ignored boxes see the same transform, clip and filter
+        ignored = s.ignored_instances.bboxes.tensor
+        assert torch.equal(ignored, b) and len(s.ignored_instances.labels) == len(b)
         assert (b[:, 0::2] >= 0).all() and (b[:, 2] <= real[1]).all()
         s_ = int(shift)
         moved_right = torch.allclose(out[k, :, :real[0], s_:real[1]],
