@@ -34,7 +34,8 @@ def parse_args():
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'),
                         help='where the three runs go (default: work_dirs/demo)')
     parser.add_argument('--data-root', default=osp.join('data', 'demo', 'coco'),
-                        help='where the digits set is written (default: data/demo/coco)')
+                        help='a COCO-format digits set, written there if missing '
+                        '(default: data/demo/coco)')
     parser.add_argument('--max-iters', type=int,
                         help="shorter runs (smoke tests); default: the configs' own")
     return parser.parse_args()
@@ -107,8 +108,12 @@ def main() -> None:
     args = parse_args()
     os.chdir(ROOT)
     start = time.time()
-    data = make_coco_digits(args.data_root)
-    print(f'[demo] data: {data} (200 train / 50 val images, 10 digit classes)')
+    data = args.data_root
+    if osp.isfile(osp.join(data, 'annotations', 'instances_train.json')):
+        print(f'[demo] data: using the COCO-format set in {data}')
+    else:
+        make_coco_digits(data)
+        print(f'[demo] data: wrote {data} (200 train / 50 val images, 10 digit classes)')
     options = data_options(data, args.max_iters)
     teacher_dir = osp.join(args.work_dir, 'teacher')
     teacher_ckpt = train('teacher', TEACHER_CFG, teacher_dir, options, args.max_iters)
@@ -124,7 +129,8 @@ def main() -> None:
     ]
     rows = []
     for name, config, work_dir, run_options in runs:
-        ckpt = train(name, config, work_dir, run_options, args.max_iters)
+        ckpt = teacher_ckpt if config == TEACHER_CFG else train(
+            name, config, work_dir, run_options, args.max_iters)
         rows.append((name, evaluate(name, config, ckpt, work_dir, run_options)))
     print(f'\n[demo] COCO bbox metrics on the validation images '
           f'({time.time() - start:.0f} s in all)')

@@ -5,9 +5,9 @@ import sys
 from tests.conftest import REPO, run
 
 
-def test_demo_trains_three_runs_and_reuses_them(tmp_path):
+def test_demo_trains_three_runs_and_reuses_them(tmp_path, coco_digits):
     cmd = [sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--max-iters', '2',
-           '--work-dir', str(tmp_path / 'runs'), '--data-root', str(tmp_path / 'data')]
+           '--work-dir', str(tmp_path / 'runs'), '--data-root', coco_digits]
     first = run(cmd, tmp_path).stdout
     for name in ('teacher', 'student', 'tst'):
         assert osp.isfile(tmp_path / 'runs' / name / 'iter_2.pth')
