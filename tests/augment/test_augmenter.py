@@ -110,12 +110,12 @@ def test_matches_a_dense_reference(per_sample):
         valid = (ys < hw[:, :1, None, None]) & (xs < hw[:, 1:, None, None])
         ctx = OpContext(valid.float(), hw, draw.noise, True)
         weight = draw.weights * draw.selected
-        ref = img.clone()
+        total = torch.zeros_like(img)
         for j, name in enumerate(aug.op_names):
             if not OPS[name].geometric:
-                ref = ref + weight[:, j, None, None, None] * OPS[name].fn(
+                total = total + weight[:, j, None, None, None] * OPS[name].fn(
                     img, draw.values[:, j], ctx)
-        ref = ref.clamp(0, 255)
+        ref = (img + valid * total).clamp(0, 255)  # the padding keeps its values
         matrix = compose(torch.stack([
             OPS[name].fn(weight[:, j] * draw.values[:, j], hw)
             for j, name in enumerate(aug.op_names) if OPS[name].geometric]))
@@ -123,6 +123,18 @@ def test_matches_a_dense_reference(per_sample):
         moved = ~(matrix == torch.eye(3)).flatten(1).all(1)
         ref = torch.where(valid & moved[:, None, None, None], warped, ref)
         assert torch.allclose(out, ref, atol=1e-3), (seed, (out - ref).abs().max())
+
+
+def test_padding_is_untouched_by_every_op():
+    real = [(H - 10, W - 20), (H, W - 3), (H - 1, W)]
+    aug = forced(list(OPS))
+    img = torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(2)) * 255
+    torch.manual_seed(0)
+    out, _ = aug(img, [det_sample([RECT], [1], shape) for shape in real])
+    for k, (h, w) in enumerate(real):
+        assert torch.equal(out[k, :, h:], img[k, :, h:])
+        assert torch.equal(out[k, :, :, w:], img[k, :, :, w:])
+        assert not torch.allclose(out[k, :, :h, :w], img[k, :, :h, :w])
 
 
 def test_callers_samples_are_not_mutated_and_metainfo_is_kept():

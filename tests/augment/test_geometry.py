@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from mmdet.structures.bbox import HorizontalBoxes
 
 from tst_mm.augment import OPS
-from tst_mm.augment.geometry import (_grid, clip_and_filter_boxes, compose, invert_affine,
+from tst_mm.augment.geometry import (clip_and_filter_boxes, compose, invert_affine,
                                      project_boxes, sampling_theta, warp_images,
-                                     warp_label_maps)
+                                     sampling_grid, warp_label_maps)
 
 H, W = 20, 30
 
@@ -36,7 +36,7 @@ def test_compose_order_and_inverse():
 
 def test_grid_is_affine_grid():
     theta = sampling_theta(_affine(3, 4), (H, W))
-    ours = _grid(theta, torch.Size([3, 1, H, W]))
+    ours = sampling_grid(theta, torch.Size([3, 1, H, W]))
     assert torch.allclose(ours, F.affine_grid(theta, [3, 1, H, W], align_corners=False),
                           atol=1e-12)
 

@@ -106,14 +106,19 @@ def test_contrast_and_equalize_ignore_the_padding():
         assert torch.allclose(padded, alone, atol=1e-3), name
 
 
-def test_cutout_stays_in_the_real_image():
+def test_cutout_is_a_filled_square_centred_in_the_real_image():
     img, ctx = _batch(3)
     ctx = ctx._replace(noise=torch.tensor([[0.5, 0.5], [0.99, 0.99], [0.0, 0.0]]))
     out = img + OPS['Cutout'].fn(img, torch.ones(N), ctx)
-    changed = out != img
-    assert changed.any() and not (changed & (ctx.valid == 0)).any()
     side = int(0.2 * min(H, W))  # a square of side 0.2 * min(h, w) at full strength
-    assert (out[0] == 128).all(0).sum() >= (side - 1) ** 2
+    for k in range(N):
+        hole = (out[k] == 128).all(0)
+        ys, xs = hole.nonzero(as_tuple=True)
+        centre = ctx.noise[k] * ctx.hw[k]
+        assert hole.sum() >= (side // 2) ** 2  # at least a corner quarter in the image
+        assert abs(ys.float().mean() + 0.5 - centre[0]) <= side / 2 + 0.5
+        assert abs(xs.float().mean() + 0.5 - centre[1]) <= side / 2 + 0.5
+        assert ys.max() - ys.min() < side + 1 and xs.max() - xs.min() < side + 1
 
 
 def test_kornia_functional_ops_agree():

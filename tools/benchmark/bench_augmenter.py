@@ -247,7 +247,7 @@ def main():
     head = ('| batch | fused f+b | + 10 boxes/img | no-grad fwd | (a) kornia chain '
             '| (b) one warp per op | (a) / fused | (b) / fused |')
     if args.retinanet:
-        head += ' RetinaNet-R50 f+b | fused / RetinaNet |'
+        head += ' RetinaNet-R50 f+b | (fused + boxes) / RetinaNet |'
     print(head)
     print('|---' * head.count(' |') + '|')
     for shape in shapes:

@@ -49,6 +49,11 @@ class TSTAugmenter(TSTPolicy):
         min_box_size (float): a transformed box whose clipped side falls below this (in
             pixels) is dropped, with its label. Defaults to 1.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
+
+    Randomness: which ops each sample applies comes from torch's CPU generator (so the
+    host knows, without reading the device, which ops and rows to compute); gates, signs
+    and noise are drawn on the inputs' device. ``torch.manual_seed`` seeds both. The only
+    device-to-host copy is the kept-box mask, once per batch that has boxes and a warp.
     """
 
     def __init__(self, ops: Optional[Sequence[str]] = None, num_ops: int = 4,
@@ -135,7 +140,10 @@ class TSTAugmenter(TSTPolicy):
                 changes.append(spec.fn(x[sel], value, sub))
                 coefs.append(weight)
             sels.append(sel)
-        return _ResidualSum.apply(x, sels, *coefs, *changes) if changes else x
+        if not changes:
+            return x
+        return _ResidualSum.apply(x, sels, ctx.valid if ctx.padded else None, *coefs,
+                                  *changes)
 
     def _warp_samples(self, samples: Optional[list], rows_list: List[int],
                       size: Tuple[int, int], matrix: Tensor, theta: Tensor, move: Tensor,
@@ -186,16 +194,18 @@ class TSTAugmenter(TSTPolicy):
 
 
 class _ResidualSum(torch.autograd.Function):
-    """``clamp(x + sum_k coef_k * change_k, 0, 255)``, change_k added to rows sel_k.
+    """``clamp(x + valid * sum_k coef_k * change_k, 0, 255)``, change_k on rows sel_k.
 
-    One buffer, in-place ``addcmul_``: no full-size temporary per op, where autograd
-    through per-op adds would copy one (in-place adds clone the gradient, slices zero-fill
-    one, CPU ``index_add`` is a scatter). Backward: one clamp-masked gradient, a dot
-    product per coefficient and ``grad * coef`` only for changes that need a gradient.
+    ``valid`` (None: everywhere) keeps the padding beyond each real image as it was. One
+    buffer, in-place ``addcmul_``: no full-size temporary per op, where autograd through
+    per-op adds would copy one (in-place adds clone the gradient, slices zero-fill one,
+    CPU ``index_add`` is a scatter). Backward: one masked gradient, a dot product per
+    coefficient and ``grad * coef`` only for changes that need a gradient.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, sels: list, *tensors: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, sels: list, valid: Optional[Tensor],
+                *tensors: Tensor) -> Tensor:
         coefs, changes = tensors[:len(sels)], tensors[len(sels):]
         acc = x.clone()
         for sel, coef, change in zip(sels, coefs, changes):
@@ -203,25 +213,28 @@ class _ResidualSum(torch.autograd.Function):
                 acc[sel].addcmul_(change, coef.view(-1, 1, 1, 1))
             else:
                 acc.index_add_(0, sel, change * coef.view(-1, 1, 1, 1))
+        if valid is not None:
+            acc = torch.lerp(x, acc, valid)  # exact where valid is 0 or 1
         ctx.sels = sels
-        ctx.save_for_backward(acc, *coefs, *changes)
+        ctx.save_for_backward(acc, valid, *coefs, *changes)
         return acc.clamp(0, PIXEL_MAX)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        acc, *tensors = ctx.saved_tensors
+        acc, valid, *tensors = ctx.saved_tensors
         n = len(ctx.sels)
         coefs, changes = tensors[:n], tensors[n:]
         # zero where the clamp saturated, as F.hardtanh's backward (one pass)
-        grad = torch.ops.aten.hardtanh_backward(grad, acc, 0.0, PIXEL_MAX)
+        grad_x = torch.ops.aten.hardtanh_backward(grad, acc, 0.0, PIXEL_MAX)
+        grad = grad_x if valid is None else grad_x * valid
         grad_coefs, grad_changes = [], []
         for k, (sel, coef, change) in enumerate(zip(ctx.sels, coefs, changes)):
             rows = grad[sel] if isinstance(sel, slice) else grad.index_select(0, sel)
             grad_coefs.append(torch.linalg.vecdot(rows.flatten(1), change.flatten(1))
-                              if ctx.needs_input_grad[2 + k] else None)
+                              if ctx.needs_input_grad[3 + k] else None)
             grad_changes.append(rows * coef.view(-1, 1, 1, 1)
-                                if ctx.needs_input_grad[2 + n + k] else None)
-        return (grad if ctx.needs_input_grad[0] else None, None, *grad_coefs,
+                                if ctx.needs_input_grad[3 + n + k] else None)
+        return (grad_x if ctx.needs_input_grad[0] else None, None, None, *grad_coefs,
                 *grad_changes)
 
 

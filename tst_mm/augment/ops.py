@@ -10,13 +10,15 @@ Contract of every ``fn``:
 - **pixel ops** ``fn(img, value, ctx) -> change``: ``img`` is an N x 3 x H x W float batch
   in pixel space (RGB, 0-255, padded bottom/right); ``value`` is an N-vector in the op's
   physical unit (signed where the op is signed); ``ctx`` carries the real-image mask and
-  per-sample noise. The fn returns the *change* ``T(img) - img`` (unclamped), the term
-  the augmenter's residual composition ``x + sum_i g_i * (T_i(x) - x)`` adds up, so no op
-  pays for materialising ``T(img)`` and subtracting ``img`` again. Differentiable in
-  ``value`` where the op is smooth, straight-through where it is piecewise constant
-  (Posterize, Solarize). ``linear`` ops satisfy ``fn(img, a * v) == a * fn(img, v)``: the
-  augmenter computes their unit change ``fn(img, 1)`` without autograd and scales it by
-  gate x value, whose gradient is then one dot product.
+  per-sample noise. The fn returns the *change* ``T(img) - img``, unclamped: the term the
+  residual composition ``x + sum_i g_i * (T_i(x) - x)`` adds up, so no op materialises
+  ``T(img)`` only to subtract ``img`` again. The augmenter masks changes to the real
+  image; an op minds the padding only where it reads pixels (Contrast's mean, Equalize's
+  histogram, Sharpness' border). Differentiable in ``value`` where the op is smooth,
+  straight-through where it is piecewise constant (Posterize, Solarize). ``linear`` ops
+  satisfy ``fn(img, a * v) == a * fn(img, v)``: the augmenter computes their unit change
+  ``fn(img, 1)`` without autograd and scales it by gate x value (one dot product in
+  backward).
 - **geometric ops** ``fn(value, hw) -> N x 3 x 3``: a forward affine matrix in continuous
   pixel coordinates (pixel ``i`` spans ``[i, i + 1]``) about the real image's centre;
   ``hw`` holds each sample's real (h, w).
@@ -183,8 +185,6 @@ def _equalized(img: Tensor, ctx: OpContext) -> Tensor:
 def equalize(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
     with torch.no_grad():
         detail = _equalized(img, ctx).sub_(img)
-        if ctx.padded:
-            detail.mul_(ctx.valid)
     return _per_sample(value) * detail
 
 
@@ -204,8 +204,6 @@ def cutout(img: Tensor, value: Tensor, ctx: OpContext) -> Tensor:
     inside_y = ((ys.view(1, h, 1) - centre[:, 0].view(n, 1, 1)).abs() < half).to(img.dtype)
     inside_x = ((xs.view(1, 1, w) - centre[:, 1].view(n, 1, 1)).abs() < half).to(img.dtype)
     hole = (inside_y * inside_x).unsqueeze(1)  # float masks: bool ones are slow on CPU
-    if ctx.padded:
-        hole = hole * ctx.valid
     return (CUTOUT_FILL - img).mul_(hole)
 
 
