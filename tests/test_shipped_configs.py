@@ -1,9 +1,10 @@
-"""Every shipped TST config in configs/tst builds, offline, into what it promises.
+"""Every shipped TST config in configs/tst (mmdet and mmseg) builds, offline, into what
+it promises.
 
 The model-zoo teacher checkpoint is replaced by a local file holding the weights of a
 teacher built from the teacher's own config, and the student's ImageNet init is turned
-off: nothing is downloaded. One student step on a small batch checks that the distill
-losses fit the real architectures.
+off: nothing is downloaded. One student step on a small batch (SyncBN reverted to BN
+for the CPU) checks that the distill losses fit the real architectures.
 """
 import copy
 import glob
@@ -12,6 +13,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import OptimWrapperDict, build_optim_wrapper
 from mmengine.registry import (HOOKS, LOOPS, MODELS, PARAM_SCHEDULERS,
                                DefaultScope)
@@ -23,7 +25,8 @@ from tst_mm.engine import (TSTEpochBasedTrainLoop, TSTIterBasedTrainLoop,
                            TSTOptimWrapperConstructor)
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'tst', '*.py')))
-MODEL_ZOO = 'https://download.openmmlab.com/mmdetection/v2.0/'
+MODEL_ZOO = 'https://download.openmmlab.com/'
+IMAGE = (64, 128)  # (h, w) of the images of the one student step
 
 
 def test_configs_are_shipped():
@@ -50,9 +53,21 @@ def test_runtime_is_tst(cfg):
         with HOOKS.switch_scope_and_registry(hook.get('_scope_')) as registry:
             assert registry.build(copy.deepcopy(hook)) is not None, hook
     assert set(cfg.param_scheduler) == {'student', 'augmenter'}
-    # The real teacher comes from mmdet's model zoo; the student stays ImageNet-initialised.
+    # The real teacher comes from the model zoo; the student stays ImageNet-initialised
+    # (mmdet: backbone.init_cfg, mmseg: the model's `pretrained`).
     assert cfg.model.teacher_ckpt.startswith(MODEL_ZOO)
-    assert cfg.model.student.backbone.init_cfg.type == 'Pretrained'
+    student = cfg.model.student
+    assert student.get('pretrained') or \
+        (student.backbone.get('init_cfg') or {}).get('type') == 'Pretrained'
+
+
+def _no_pretrained(model_cfg: dict) -> dict:
+    """``model_cfg`` without ImageNet weights (mmdet and mmseg spellings)."""
+    if 'pretrained' in model_cfg:
+        model_cfg['pretrained'] = None
+    model_cfg['backbone']['init_cfg'] = None
+    model_cfg['backbone'].pop('pretrained', None)
+    return model_cfg
 
 
 def _offline(cfg: Config, tmp_path) -> dict:
@@ -60,22 +75,25 @@ def _offline(cfg: Config, tmp_path) -> dict:
 
     Returns the teacher's state dict that was written to the checkpoint.
     """
-    teacher_cfg = _model_cfg(cfg.model.teacher)
-    teacher_cfg['backbone']['init_cfg'] = None
+    teacher_cfg = _no_pretrained(_model_cfg(cfg.model.teacher))
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         teacher = MODELS.build(teacher_cfg)
     state = {key: value.clone() for key, value in teacher.state_dict().items()}
     ckpt = tmp_path / 'teacher.pth'
     torch.save({'state_dict': state, 'meta': {}}, ckpt)
     cfg.model.teacher_ckpt = str(ckpt)
-    cfg.model.student.backbone.init_cfg = None
+    _no_pretrained(cfg.model.student)
+    # mmseg pads every batch to the crop size: keep the one student step small.
+    preprocessor = cfg.model.student.get('data_preprocessor') or {}
+    if preprocessor.get('size'):
+        preprocessor['size'] = IMAGE
     return state
 
 
 def test_builds_offline_and_trains_one_step(cfg, tmp_path):
     expected = _offline(cfg, tmp_path)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(copy.deepcopy(cfg.model))
+        model = revert_sync_batchnorm(MODELS.build(copy.deepcopy(cfg.model)))
         # The Runner initialises the whole model: the loaded teacher must survive it.
         model.init_weights()
 
@@ -104,7 +122,7 @@ def test_builds_offline_and_trains_one_step(cfg, tmp_path):
 
 def _check_optimizers(cfg, model, optim_wrapper):
     def ids(wrapper):
-        return {id(p) for group in wrapper.optimizer.param_groups for p in group['params']}
+        return {id(p) for g in wrapper.optimizer.param_groups for p in g['params']}
 
     student, augmenter = ids(optim_wrapper['student']), ids(optim_wrapper['augmenter'])
     # mmengine's constructor also lists frozen parameters (frozen_stages); SGD skips them.
@@ -125,10 +143,8 @@ def _check_optimizers(cfg, model, optim_wrapper):
 def _one_student_step(cfg, model, optim_wrapper):
     """One student step on two small images: the distill losses are finite and the
     student (not the teacher) changes."""
-    from mmdet.testing import demo_mm_inputs
     torch.manual_seed(0)
-    data = demo_mm_inputs(batch_size=1, image_shapes=[(3, 96, 128)], num_items=[2],
-                          num_classes=80, use_box_type=True)
+    data = _batch(cfg.default_scope, model.student)
     teacher_before = copy.deepcopy(model.teacher.state_dict())
     student_before = copy.deepcopy(model.student.state_dict())
     model.train()
@@ -157,3 +173,25 @@ def test_readme_snippet_is_the_shipped_retinanet_config(tmp_path):
     expected = shipped.model.to_dict()
     assert expected['distill_losses']['loss_kd_cls'].pop('tau') == 1.0  # the default
     assert readme.model.to_dict() == expected
+
+
+def _batch(scope: str, student) -> dict:
+    """Two small images with random annotations, as the dataloader gives them."""
+    if scope == 'mmdet':
+        from mmdet.testing import demo_mm_inputs
+        head = student.bbox_head if hasattr(student, 'bbox_head') else \
+            student.roi_head.bbox_head
+        return demo_mm_inputs(batch_size=2, image_shapes=[(3, *IMAGE)] * 2,
+                              num_items=[2, 1], num_classes=head.num_classes,
+                              use_box_type=True)
+    assert scope == 'mmseg', f'no test batch for default_scope {scope!r}'
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    inputs, samples = [], []
+    for _ in range(2):
+        inputs.append(torch.randint(0, 256, (3, *IMAGE), dtype=torch.uint8))
+        labels = torch.randint(0, student.decode_head.num_classes, (1, *IMAGE))
+        samples.append(SegDataSample(
+            gt_sem_seg=PixelData(data=labels),
+            metainfo=dict(img_shape=IMAGE, ori_shape=IMAGE, pad_shape=IMAGE)))
+    return dict(inputs=inputs, data_samples=samples)
