@@ -50,17 +50,17 @@ def _precise(t: Tensor) -> Tensor:
 def sampling_grid(theta: Tensor, shape: torch.Size) -> Tensor:
     """``F.affine_grid(theta, shape, align_corners=False)``, built by broadcasting.
 
-    The same grid, in about a third of the time on CPU forward and backward (no base grid
-    and no batched matmul). fp32 at least: in fp16 a 1333-pixel row is off by a pixel.
+    The same N x H x W x 2 grid, as one broadcast sum of a row term and a column term (no
+    base grid and no batched matmul): several times cheaper on CPU, forward and backward.
+    fp32 at least: in fp16 a 1333-pixel row is off by a pixel.
     """
     n, _, h, w = shape
-    theta = _precise(theta).view(n, 2, 3, 1, 1)
+    theta = _precise(theta)
     xs = ((torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1)
     ys = ((torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1)
-    xs, ys = xs.view(1, 1, w), ys.view(1, h, 1)
-    gx = theta[:, 0, 0] * xs + (theta[:, 0, 1] * ys + theta[:, 0, 2])
-    gy = theta[:, 1, 0] * xs + (theta[:, 1, 1] * ys + theta[:, 1, 2])
-    return torch.stack([gx, gy], -1)
+    cols = theta[:, None, None, :, 0] * xs.view(1, 1, w, 1)  # N x 1 x W x 2
+    rows = theta[:, None, None, :, 1] * ys.view(1, h, 1, 1) + theta[:, None, None, :, 2]
+    return cols + rows  # N x H x W x 2
 
 
 def warp_images(img: Tensor, theta: Tensor) -> Tensor:
