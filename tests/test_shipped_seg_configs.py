@@ -45,6 +45,8 @@ def _unscoped(cfg):
     """A config dict without the `_scope_` keys that `mmseg::` bases add."""
     if isinstance(cfg, dict):
         return {k: _unscoped(v) for k, v in cfg.items() if k != '_scope_'}
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_unscoped(v) for v in cfg)
     return cfg
 
 
@@ -173,3 +175,23 @@ def test_builds_offline_and_takes_both_steps(seg_config, tmp_path):
                for k, v in augmenter_before.items())
     assert all(torch.equal(value, model.teacher.state_dict()[key])
                for key, value in expected.items())
+
+
+def test_readme_mmseg_snippet_matches_the_shipped_config(tmp_path):
+    """README's "Adding TST to any existing mmseg config" builds the same run as
+    configs/tst/pspnet_r101_r18_cityscapes.py, so the two cannot drift apart."""
+    with open(osp.join(REPO, 'README.md')) as f:
+        section = f.read().split('### Adding TST to any existing mmseg config', 1)[1]
+    snippet = section.split('```python\n', 1)[1].split('```', 1)[0]
+    (tmp_path / 'readme_tst.py').write_text(snippet)
+    readme = Config.fromfile(str(tmp_path / 'readme_tst.py'))
+    shipped = Config.fromfile(
+        osp.join(REPO, 'configs', 'tst', 'pspnet_r101_r18_cityscapes.py'))
+    for key in ('custom_imports', 'train_cfg', 'optim_wrapper', 'param_scheduler',
+                'model_wrapper_cfg', 'custom_hooks', 'train_dataloader',
+                'data_preprocessor'):
+        assert _unscoped(readme[key]) == _unscoped(shipped[key]), key
+    expected = _unscoped(shipped.model)
+    for loss in expected['distill_losses'].values():
+        assert loss.pop('tau') == 1.0  # the default
+    assert _unscoped(readme.model) == expected
