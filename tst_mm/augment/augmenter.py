@@ -215,9 +215,12 @@ class _ResidualSum(torch.autograd.Function):
                 acc.index_add_(0, sel, change * coef.view(-1, 1, 1, 1))
         if valid is not None:
             acc = torch.lerp(x, acc, valid)  # exact where valid is 0 or 1
+        # Clamped in place: a value lies strictly inside (0, 255) after the clamp iff it
+        # did before, which is all hardtanh's backward asks.
+        acc.clamp_(0, PIXEL_MAX)
         ctx.sels = sels
         ctx.save_for_backward(acc, valid, *coefs, *changes)
-        return acc.clamp(0, PIXEL_MAX)
+        return acc
 
     @staticmethod
     def backward(ctx, grad: Tensor):
