@@ -89,3 +89,24 @@ def test_caffe_teacher_from_a_config_file_with_pytorch_student(workspace):
     assert 'do not match exactly' not in out  # ... all of them
     assert 'TST augment phase before iteration 3' in out
     assert sorted(logged_losses(workspace / 'tst')) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize('steps', [2, 3])
+def test_resume_inside_an_augment_phase(workspace, steps):
+    """An augment phase before iteration 3 checkpoints itself after every step but its
+    last; resuming from the newest of those gives the uninterrupted run's losses."""
+    phase = ['--cfg-options', f'train_cfg.augment_steps={steps}',
+             'train_cfg.augment_checkpoint_interval=1']
+    straight, resumed = workspace / 'straight', workspace / 'resumed'
+    train(TST_TINY, straight, workspace, *phase)
+    last = steps - 1
+    ckpt = straight / f'augment_iter_2_step_{last}.pth'
+    assert osp.isfile(ckpt)
+    assert not osp.exists(straight / f'augment_iter_2_step_{last - 1}.pth')  # kept: 1
+    out = train(TST_TINY, resumed, workspace, '--resume', str(ckpt), *phase).stdout
+    assert f'TST augment phase before iteration 3: resuming after step {last}' in out
+    assert f'TST augment phase before iteration 3: step {steps}/{steps}' in out
+    reference, continued = logged_losses(straight), logged_losses(resumed)
+    assert sorted(continued) == [3, 4]
+    for it in (3, 4):
+        assert continued[it] == pytest.approx(reference[it], rel=1e-5, abs=1e-6)

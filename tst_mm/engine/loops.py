@@ -6,9 +6,13 @@ The loops only schedule; the distiller does the math:
 phase* is a run of augmenter steps at a scheduled point; before each phase the augmenter's
 optimizer state is reset, as in the reference. Augmenter steps are not training
 iterations: they fire no iteration hooks, so the student's iteration count, its learning
-rate schedule and the checkpoint interval are the same as without TST.
+rate schedule and the checkpoint interval are the same as without TST. A long augment
+phase (a pass over COCO) can checkpoint itself every ``augment_checkpoint_interval``
+steps; ``--resume`` from such a checkpoint continues the phase where it stopped.
 """
-from typing import Iterable, Optional, Sequence
+import os
+import os.path as osp
+from typing import Iterable, Iterator, Optional, Sequence
 
 from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel
@@ -18,6 +22,7 @@ from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from .rng_state import RNGStateHook
 
 LOG_EVERY = 50  # augmenter steps between progress lines in a long augment phase
+PROGRESS_KEY = 'tst_augment_progress'  # message-hub info: dict(phase=..., steps=...)
 
 
 def _check_points(name: str, points: Iterable[int], limit: int) -> tuple:
@@ -31,11 +36,15 @@ def _check_points(name: str, points: Iterable[int], limit: int) -> tuple:
 class _AlternationMixin:
     """What both loops share: checks, the augment step, the optimizer reset."""
 
-    def _setup_tst(self, augment_interval: Optional[int]) -> None:
-        if augment_interval is not None and augment_interval < 1:
-            raise ValueError(f'augment_interval must be >= 1 or None, got '
-                             f'{augment_interval}')
+    def _setup_tst(self, augment_interval: Optional[int],
+                   checkpoint_interval: Optional[int]) -> None:
+        for name, value in (('augment_interval', augment_interval),
+                            ('augment_checkpoint_interval', checkpoint_interval)):
+            if value is not None and value < 1:
+                raise ValueError(f'{name} must be >= 1 or None, got {value}')
         self.augment_interval = augment_interval
+        self.augment_checkpoint_interval = checkpoint_interval
+        self._phase_checkpoint: Optional[str] = None
         model = self.runner.model
         if isinstance(model, MMDistributedDataParallel):
             raise TypeError(
@@ -62,17 +71,55 @@ class _AlternationMixin:
             self.runner.message_hub.update_scalar(f'train/{key}', value)
         return outputs
 
-    def _run_augment_phase(self, batches: Iterable, num_steps: int, where: str) -> None:
-        self._reset_augmenter_optimizer()
+    def _steps_done(self, phase: str) -> int:
+        """Augmenter steps of ``phase`` a resumed run had already taken (else 0)."""
+        progress = self.runner.message_hub.get_info(PROGRESS_KEY)
+        return progress['steps'] if progress and progress['phase'] == phase else 0
+
+    def _run_augment_phase(self, batches: Iterator, num_steps: int, phase: str,
+                           where: str) -> None:
+        """``num_steps`` augmenter steps on ``batches``; ``phase`` names this phase in
+        checkpoints, ``where`` in the log."""
+        done = self._steps_done(phase)
+        if done:
+            # Resumed inside this phase: skip the batches it used, then continue the
+            # random stream the checkpoint saved (the optimizer state came with it).
+            for _ in range(done):
+                next(batches)
+            self.rng_hook.restore()
+            print_log(f'TST augment phase {where}: resuming after step {done}',
+                      logger='current')
+        else:
+            self._reset_augmenter_optimizer()
+            print_log(f'TST augment phase {where}: {num_steps} augmenter steps',
+                      logger='current')
         self.runner.model.train()
-        print_log(f'TST augment phase {where}: {num_steps} augmenter steps',
-                  logger='current')
-        for step, data_batch in enumerate(batches, 1):
-            outputs = self._augment_step(data_batch)
+        for step in range(done + 1, num_steps + 1):
+            outputs = self._augment_step(next(batches))
+            self.runner.message_hub.update_info(PROGRESS_KEY, dict(phase=phase, steps=step))
             if step % LOG_EVERY == 0 or step == num_steps:
                 losses = ', '.join(f'{k}: {float(v):.4f}' for k, v in outputs.items())
                 print_log(f'TST augment phase {where}: step {step}/{num_steps}  '
                           f'{losses}', logger='current')
+            interval = self.augment_checkpoint_interval
+            if interval and step % interval == 0 and step < num_steps:
+                self._save_phase_checkpoint(phase, step)
+        self.runner.message_hub.update_info(PROGRESS_KEY, None)
+
+    def _save_phase_checkpoint(self, phase: str, step: int) -> None:
+        """Checkpoint inside a phase, keeping only the newest such file."""
+        runner = self.runner
+        filename = f'augment_{phase}_step_{step}.pth'
+        # Taken between student steps: no completed step or epoch to count past.
+        runner.save_checkpoint(runner.work_dir, filename,
+                               meta=dict(epoch=runner.epoch, iter=runner.iter))
+        if runner.rank == 0:
+            previous, self._phase_checkpoint = self._phase_checkpoint, filename
+            if previous and osp.isfile(osp.join(runner.work_dir, previous)):
+                os.remove(osp.join(runner.work_dir, previous))
+            # What `--resume` without a path picks up, as CheckpointHook records it.
+            with open(osp.join(runner.work_dir, 'last_checkpoint'), 'w') as f:
+                f.write(osp.join(runner.work_dir, filename))
 
 
 @LOOPS.register_module()
@@ -93,12 +140,15 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
         augment_interval (int, optional): Also take one augmenter step on the current
             batch before every ``augment_interval``-th student step (iteration-level
             alternation). Defaults to None (off).
+        augment_checkpoint_interval (int, optional): Save a checkpoint every this many
+            augmenter steps inside an augment phase. Defaults to None.
         dynamic_intervals: As in ``EpochBasedTrainLoop``. Defaults to None.
     """
 
     def __init__(self, runner, dataloader, max_epochs: int, val_begin: int = 1,
                  val_interval: int = 1, augment_epochs: Sequence[int] = (),
                  augment_passes: int = 1, augment_interval: Optional[int] = None,
+                 augment_checkpoint_interval: Optional[int] = None,
                  dynamic_intervals=None) -> None:
         super().__init__(runner, dataloader, max_epochs, val_begin, val_interval,
                          dynamic_intervals)
@@ -106,20 +156,21 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
             raise ValueError(f'augment_passes must be >= 1, got {augment_passes}')
         self.augment_epochs = _check_points('augment_epochs', augment_epochs, max_epochs)
         self.augment_passes = augment_passes
-        self._setup_tst(augment_interval)
+        self._setup_tst(augment_interval, augment_checkpoint_interval)
 
     def run(self):
-        self.rng_hook.restore()
+        if not self._steps_done(f'epoch_{self._epoch}'):
+            self.rng_hook.restore()  # else once the phase has skipped its used batches
         return super().run()
 
     def run_epoch(self) -> None:
         if self._epoch in self.augment_epochs:
             self._run_augment_phase(self._augment_batches(),
                                     self.augment_passes * len(self.dataloader),
-                                    f'before epoch {self._epoch + 1}')
+                                    f'epoch_{self._epoch}', f'before epoch {self._epoch + 1}')
         super().run_epoch()
 
-    def _augment_batches(self):
+    def _augment_batches(self) -> Iterator:
         sampler = getattr(self.dataloader, 'sampler', None)
         for _ in range(self.augment_passes):
             if hasattr(sampler, 'set_epoch'):
@@ -149,12 +200,15 @@ class TSTIterBasedTrainLoop(_AlternationMixin, IterBasedTrainLoop):
             Defaults to 1.
         augment_interval (int, optional): Also take one augmenter step on the current
             batch before every ``augment_interval``-th student step. Defaults to None.
+        augment_checkpoint_interval (int, optional): Save a checkpoint every this many
+            augmenter steps inside an augment phase. Defaults to None.
         dynamic_intervals: As in ``IterBasedTrainLoop``. Defaults to None.
     """
 
     def __init__(self, runner, dataloader, max_iters: int, val_begin: int = 1,
                  val_interval: int = 1000, augment_iters: Sequence[int] = (),
                  augment_steps: int = 1, augment_interval: Optional[int] = None,
+                 augment_checkpoint_interval: Optional[int] = None,
                  dynamic_intervals=None) -> None:
         super().__init__(runner, dataloader, max_iters, val_begin, val_interval,
                          dynamic_intervals)
@@ -162,7 +216,7 @@ class TSTIterBasedTrainLoop(_AlternationMixin, IterBasedTrainLoop):
             raise ValueError(f'augment_steps must be >= 1, got {augment_steps}')
         self.augment_iters = _check_points('augment_iters', augment_iters, max_iters)
         self.augment_steps = augment_steps
-        self._setup_tst(augment_interval)
+        self._setup_tst(augment_interval, augment_checkpoint_interval)
 
     def _batches_before(self, iteration: int) -> int:
         """Batches drawn from the data iterator before student step ``iteration``."""
@@ -180,13 +234,13 @@ class TSTIterBasedTrainLoop(_AlternationMixin, IterBasedTrainLoop):
                       'been used', logger='current')
             for _ in range(skip):
                 next(self.dataloader_iterator)
-        self.rng_hook.restore()
+        if not self._steps_done(f'iter_{self._iter}'):
+            self.rng_hook.restore()  # else once the phase has skipped its used batches
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
             if self._iter in self.augment_iters:
-                batches = (next(self.dataloader_iterator)
-                           for _ in range(self.augment_steps))
-                self._run_augment_phase(batches, self.augment_steps,
+                self._run_augment_phase(self.dataloader_iterator, self.augment_steps,
+                                        f'iter_{self._iter}',
                                         f'before iteration {self._iter + 1}')
             data_batch = next(self.dataloader_iterator)
             if self.augment_interval and self._iter % self.augment_interval == 0:
