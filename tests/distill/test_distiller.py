@@ -1,5 +1,6 @@
 """TSTDistiller built in-process: preprocessing per model, checks and clear errors."""
 import copy
+import os
 import os.path as osp
 
 import pytest
@@ -125,3 +126,28 @@ def test_distill_loss_names_and_fields_are_checked():
     del cfg.model.distill_losses.loss_kd_cls['teacher']
     with pytest.raises(ValueError, match=r"needs \['teacher'\]"):
         build(cfg.model)
+
+
+def test_checkpoint_layout_is_the_same_with_and_without_ddp(tmp_path):
+    """A checkpoint written under TSTDistributedDataParallel loads into a single-process
+    distiller (and back) with every key matched: no `student.module.` prefix."""
+    import torch.distributed as dist
+    from tst_mm.engine import TSTDistributedDataParallel
+    from tests.conftest import free_port
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()), RANK='0',
+                      WORLD_SIZE='1')
+    dist.init_process_group('gloo')
+    try:
+        wrapped = TSTDistributedDataParallel(build(tiny_cfg().model)).module
+        single = build(tiny_cfg().model)
+        state = wrapped.state_dict()
+        assert not any('.module.' in key for key in state)
+        assert single.load_state_dict(state, strict=True)
+        assert wrapped.load_state_dict(single.state_dict(), strict=True)
+        torch.testing.assert_close(single.student.state_dict(),
+                                   wrapped.student.module.state_dict())
+        # an older layout with the wrapper's prefix still loads
+        legacy = {k.replace('student.', 'student.module.', 1): v for k, v in state.items()}
+        assert single.load_state_dict(legacy, strict=True)
+    finally:
+        dist.destroy_process_group()

@@ -152,9 +152,10 @@ class TSTDistiller(BaseModel):
             if self.loss_paths else None
 
         self._freeze_teacher(teacher_ckpt)
-        # The teacher's weights come from teacher_ckpt: keep them out of checkpoints.
-        self._register_state_dict_hook(_drop_teacher_weights)
-        self._register_load_state_dict_pre_hook(self._fill_teacher_weights)
+        # Checkpoints hold one layout whatever the launcher: no teacher (its weights
+        # come from teacher_ckpt) and the student without a DDP wrapper's `module.`.
+        self._register_state_dict_hook(_canonical_state_dict)
+        self._register_load_state_dict_pre_hook(self._fit_state_dict)
 
     # ----------------------------------------------------------------- building ---
     def _add_distill_loss(self, name: str, cfg: dict) -> None:
@@ -195,7 +196,13 @@ class TSTDistiller(BaseModel):
         self.teacher.eval()  # dropout and BatchNorm always in inference mode
         return self
 
-    def _fill_teacher_weights(self, state_dict, prefix, *args) -> None:
+    def _fit_state_dict(self, state_dict, prefix, *args) -> None:
+        """Adapt a canonical (or an older, wrapped) state dict to this model."""
+        wrapped, bare = f'{prefix}student.module.', f'{prefix}student.'
+        if is_model_wrapper(self.student):
+            _rename_prefix(state_dict, bare, wrapped, unless=wrapped)
+        else:
+            _rename_prefix(state_dict, wrapped, bare)
         for key, value in self.teacher.state_dict().items():
             state_dict.setdefault(f'{prefix}teacher.{key}', value)
 
@@ -312,9 +319,16 @@ def _update(optim: OptimWrapper, loss: Tensor, unwrapped: List[nn.Module]) -> No
         optim.zero_grad()
 
 
-def _drop_teacher_weights(module, state_dict, prefix, local_metadata) -> None:
+def _rename_prefix(state_dict: dict, old: str, new: str, unless: str = None) -> None:
+    for key in [k for k in state_dict if k.startswith(old)]:
+        if unless is None or not key.startswith(unless):
+            state_dict[new + key[len(old):]] = state_dict.pop(key)
+
+
+def _canonical_state_dict(module, state_dict, prefix, local_metadata) -> None:
     for key in [k for k in state_dict if k.startswith(f'{prefix}teacher.')]:
         del state_dict[key]
+    _rename_prefix(state_dict, f'{prefix}student.module.', f'{prefix}student.')
 
 
 def _check_num_classes(student: nn.Module, teacher: nn.Module) -> None:
