@@ -90,7 +90,10 @@ def _offline(cfg: Config, tmp_path) -> dict:
     return state
 
 
+@pytest.mark.parametrize('cfg', [p for p in CONFIGS if p.endswith('_coco.py')],
+                         ids=osp.basename, indirect=True)
 def test_builds_offline_and_trains_one_step(cfg, tmp_path):
+    # (the Cityscapes configs get the same and more in test_shipped_seg_configs.py)
     expected = _offline(cfg, tmp_path)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = revert_sync_batchnorm(MODELS.build(copy.deepcopy(cfg.model)))
