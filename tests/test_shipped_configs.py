@@ -21,8 +21,7 @@ from mmengine.registry import (HOOKS, LOOPS, MODELS, PARAM_SCHEDULERS,
 import tst_mm  # noqa: F401  (registers the TST components)
 from tests.conftest import REPO
 from tst_mm.distill.distiller import _model_cfg
-from tst_mm.engine import (TSTEpochBasedTrainLoop, TSTIterBasedTrainLoop,
-                           TSTOptimWrapperConstructor)
+from tst_mm.engine import TSTEpochBasedTrainLoop, TSTIterBasedTrainLoop
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'tst', '*.py')))
 MODEL_ZOO = 'https://download.openmmlab.com/'

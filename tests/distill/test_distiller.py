@@ -10,7 +10,7 @@ from mmengine.registry import DefaultScope, MODELS
 from mmengine.runner import Runner
 
 import tst_mm  # noqa: F401
-from tests.conftest import TEST_CONFIGS, run, REPO
+from tests.conftest import REPO, TEST_CONFIGS
 
 CAFFE = dict(type='DetDataPreprocessor', mean=[103.530, 116.280, 123.675],
              std=[1.0, 1.0, 1.0], bgr_to_rgb=False, pad_size_divisor=32)

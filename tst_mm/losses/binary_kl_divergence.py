@@ -3,12 +3,11 @@
 Each logit of a sigmoid head is an independent Bernoulli variable, so the divergence is
 the per-element Bernoulli KL instead of a KL over a softmax across classes.
 """
-import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .utils import Maps, align_teacher, check_loss_weight, check_positive, mean_over_levels
+from .utils import TemperatureLoss, align_teacher
 
 
 def binary_kl_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
@@ -33,10 +32,8 @@ def binary_kl_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) -> 
 
 
 @MODELS.register_module()
-class BinaryKLDivergence(nn.Module):
+class BinaryKLDivergence(TemperatureLoss):
     """Per-element Bernoulli KL divergence between sigmoid teacher and student logits.
-
-    Nothing is detached here: the caller decides.
 
     Args:
         tau (float): Temperature. Defaults to 1.0.
@@ -44,24 +41,4 @@ class BinaryKLDivergence(nn.Module):
             Defaults to 1.0.
     """
 
-    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        self.tau = check_positive('tau', tau)
-        self.loss_weight = check_loss_weight(loss_weight)
-
-    def forward(self, student: Maps, teacher: Maps) -> Tensor:
-        """Computes the weighted loss.
-
-        Args:
-            student (Tensor | Sequence[Tensor]): Logits, or one tensor per level.
-            teacher (Tensor | Sequence[Tensor]): Same structure as ``student``.
-
-        Returns:
-            Tensor: The scalar loss, averaged over levels, times ``loss_weight``.
-        """
-        loss = mean_over_levels(lambda s, t: binary_kl_divergence(s, t, self.tau), student,
-                                teacher)
-        return self.loss_weight * loss
-
-    def extra_repr(self) -> str:
-        return f'tau={self.tau}, loss_weight={self.loss_weight}'
+    fn = staticmethod(binary_kl_divergence)

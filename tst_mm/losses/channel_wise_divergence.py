@@ -4,12 +4,11 @@ Dense Prediction", ICCV 2021 (arXiv 2011.13256).
 Each channel's activation map is turned into a distribution over spatial positions, so
 the student learns *where* the teacher's channels respond most.
 """
-import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .utils import Maps, align_teacher, check_loss_weight, check_positive, mean_over_levels
+from .utils import TemperatureLoss, align_teacher
 
 
 def channel_wise_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
@@ -35,10 +34,8 @@ def channel_wise_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) 
 
 
 @MODELS.register_module()
-class ChannelWiseDivergence(nn.Module):
+class ChannelWiseDivergence(TemperatureLoss):
     """Channel-wise distillation loss (CWD) on feature maps or segmentation logits.
-
-    Nothing is detached here: the caller decides.
 
     Args:
         tau (float): Temperature. Defaults to 1.0.
@@ -46,24 +43,4 @@ class ChannelWiseDivergence(nn.Module):
             Defaults to 1.0.
     """
 
-    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        self.tau = check_positive('tau', tau)
-        self.loss_weight = check_loss_weight(loss_weight)
-
-    def forward(self, student: Maps, teacher: Maps) -> Tensor:
-        """Computes the weighted loss.
-
-        Args:
-            student (Tensor | Sequence[Tensor]): Maps, or one tensor per level.
-            teacher (Tensor | Sequence[Tensor]): Same structure as ``student``.
-
-        Returns:
-            Tensor: The scalar loss, averaged over levels, times ``loss_weight``.
-        """
-        loss = mean_over_levels(lambda s, t: channel_wise_divergence(s, t, self.tau),
-                                student, teacher)
-        return self.loss_weight * loss
-
-    def extra_repr(self) -> str:
-        return f'tau={self.tau}, loss_weight={self.loss_weight}'
+    fn = staticmethod(channel_wise_divergence)

@@ -1,10 +1,9 @@
 """Softmax knowledge-distillation loss (Hinton et al., 2015, arXiv 1503.02531)."""
-import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .utils import Maps, align_teacher, check_loss_weight, check_positive, mean_over_levels
+from .utils import TemperatureLoss, align_teacher
 
 
 def kl_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
@@ -29,36 +28,13 @@ def kl_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
 
 
 @MODELS.register_module()
-class KLDivergence(nn.Module):
+class KLDivergence(TemperatureLoss):
     """Softmax KL divergence between teacher and student logits.
 
-    Nothing is detached here: the caller decides (the teacher is detached in the student
-    phase but not in the augmenter phase).
-
     Args:
-        tau (float): Softmax temperature. Defaults to 1.0.
+        tau (float): Temperature. Defaults to 1.0.
         loss_weight (float): Multiplies the loss; a hook may change it during training.
             Defaults to 1.0.
     """
 
-    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        self.tau = check_positive('tau', tau)
-        self.loss_weight = check_loss_weight(loss_weight)
-
-    def forward(self, student: Maps, teacher: Maps) -> Tensor:
-        """Computes the weighted loss.
-
-        Args:
-            student (Tensor | Sequence[Tensor]): Logits, or one tensor per level.
-            teacher (Tensor | Sequence[Tensor]): Same structure as ``student``.
-
-        Returns:
-            Tensor: The scalar loss, averaged over levels, times ``loss_weight``.
-        """
-        loss = mean_over_levels(lambda s, t: kl_divergence(s, t, self.tau), student,
-                                teacher)
-        return self.loss_weight * loss
-
-    def extra_repr(self) -> str:
-        return f'tau={self.tau}, loss_weight={self.loss_weight}'
+    fn = staticmethod(kl_divergence)

@@ -9,6 +9,7 @@ loss file only holds its own math.
 import math
 from typing import Callable, List, Sequence, Union
 
+import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -114,3 +115,40 @@ def mean_over_levels(fn: Callable[[Tensor, Tensor], Tensor], student: Maps,
     """
     pairs = as_levels(student, teacher)
     return sum(fn(s, t) for s, t in pairs) / len(pairs)
+
+
+class TemperatureLoss(nn.Module):
+    """A distillation loss ``fn(student, teacher, tau)``, weighted, averaged over levels.
+
+    Subclasses set ``fn``. Nothing is detached here: the caller decides (the teacher is
+    detached in the student phase but not in the augmenter phase).
+
+    Args:
+        tau (float): Temperature. Defaults to 1.0.
+        loss_weight (float): Multiplies the loss; a hook may change it during training.
+            Defaults to 1.0.
+    """
+
+    fn: Callable[[Tensor, Tensor, float], Tensor]
+
+    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.tau = check_positive('tau', tau)
+        self.loss_weight = check_loss_weight(loss_weight)
+
+    def forward(self, student: Maps, teacher: Maps) -> Tensor:
+        """Computes the weighted loss.
+
+        Args:
+            student (Tensor | Sequence[Tensor]): Logits or maps, or one per level.
+            teacher (Tensor | Sequence[Tensor]): Same structure as ``student``.
+
+        Returns:
+            Tensor: The scalar loss, averaged over levels, times ``loss_weight``.
+        """
+        fn = type(self).fn
+        loss = mean_over_levels(lambda s, t: fn(s, t, self.tau), student, teacher)
+        return self.loss_weight * loss
+
+    def extra_repr(self) -> str:
+        return f'tau={self.tau}, loss_weight={self.loss_weight}'
