@@ -128,7 +128,10 @@ def test_kornia_functional_ops_agree():
     x = img / 255
     v = torch.tensor([-0.5, 0.3, 0.8])
     full = full._replace(hw=torch.tensor([[H, W]] * N).float(), padded=False)
-    apply = lambda name, value: (img + OPS[name].fn(img, value, full)).clamp(0, 255) / 255
+
+    def apply(name, value):
+        return (img + OPS[name].fn(img, value, full)).clamp(0, 255) / 255
+
     assert torch.allclose(apply('Invert', torch.ones(N)), kornia.enhance.invert(x), atol=1e-5)
     assert torch.allclose(apply('Brightness', v), kornia.enhance.adjust_contrast(x, 1 + v),
                           atol=1e-5)

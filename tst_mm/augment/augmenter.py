@@ -171,8 +171,8 @@ class TSTAugmenter(TSTPolicy):
             same = identity[owner].to(old.device)
             clipped = torch.where(same[:, None], old, clipped)
             keep_host = (keep | same).cpu()  # the one sync: boxes are dropped on the host
-            for (r, _, f), inst, b, k, mask in zip(groups, insts, clipped.split(counts),
-                                                    boxes, keep_host.split(counts)):
+            parts = zip(groups, insts, clipped.split(counts), keep_host.split(counts))
+            for (r, _, f), inst, b, mask in parts:
                 inst = inst.clone()  # a new InstanceData: the caller's stays as it was
                 raw = inst.bboxes
                 inst.bboxes = type(raw)(b) if not isinstance(raw, Tensor) else b

@@ -33,7 +33,6 @@ import math
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
