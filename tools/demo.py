@@ -69,8 +69,10 @@ def train(name: str, config: str, work_dir: str, options: list, max_iters=None) 
            '--work-dir', work_dir, '--cfg-options', *options]
     tail = deque(maxlen=60)
     start = time.time()
+    # Unbuffered: progress lines as they happen, not in blocks through the pipe.
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:
+                          text=True, env=env) as proc:
         for line in proc.stdout:
             tail.append(line)
             if any(key in line for key in PROGRESS):

@@ -7,7 +7,7 @@ custom_imports = dict(imports=['tst_mm'], allow_failed_imports=False)
 
 data_root = 'data/demo/coco/'
 metainfo = dict(classes=('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'))
-max_iters = 300
+max_iters = 900  # the teacher trains 3x longer than the students
 image_size = (128, 128)  # (w, h) for mmdet's Resize
 
 # No ImageNet weights can be fetched offline: the backbone starts from scratch.
@@ -51,7 +51,7 @@ train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters)
 optim_wrapper = dict(
     _delete_=True, type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
     clip_grad=dict(max_norm=10, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
