@@ -40,3 +40,8 @@ def test_needs_4d_maps_and_matching_channels():
         ChannelWiseDivergence()(torch.randn(2, 3), torch.randn(2, 3))
     with pytest.raises(ValueError, match=r'\(1, 4, 2, 2\).*\(1, 5, 2, 2\)'):
         ChannelWiseDivergence()(torch.randn(1, 4, 2, 2), torch.randn(1, 5, 2, 2))
+
+
+def test_fixed_normalisation_refuses_a_reduction():
+    with pytest.raises(ValueError, match="takes no reduction.*'sum'"):
+        ChannelWiseDivergence(reduction='sum')

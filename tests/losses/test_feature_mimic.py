@@ -20,7 +20,7 @@ def test_adapter_is_used_and_trained_for_different_channels():
     loss = FeatureMimic(student_channels=4, teacher_channels=6)
     s = [torch.randn(2, 4, 8, 8, requires_grad=True), torch.randn(2, 4, 4, 4)]
     t = [torch.randn(2, 6, 8, 8), torch.randn(2, 6, 4, 4)]
-    expected = sum(F.mse_loss(loss.adapter(a), b) for a, b in zip(s, t)) / 2
+    expected = sum(F.mse_loss(loss.adapter(a), b) for a, b in zip(s, t))
     value = loss(s, t)
     torch.testing.assert_close(value, expected)
     value.backward()
@@ -53,3 +53,19 @@ def test_teacher_resized_and_gradient_reaches_teacher():
 def test_bad_channel_arguments(kwargs):
     with pytest.raises(ValueError, match='channels'):
         FeatureMimic(**kwargs)
+
+
+def test_reductions_and_level_mean():
+    torch.manual_seed(0)
+    s = [torch.randn(2, 8, 4, 4), torch.randn(2, 8, 2, 2)]
+    t = [torch.randn(2, 8, 4, 4), torch.randn(2, 8, 2, 2)]
+    sq = [(a - b)**2 for a, b in zip(s, t)]
+    cases = dict(mean=[x.mean() for x in sq], sum=[x.sum() for x in sq],
+                 batchmean=[x.sum() / 2 for x in sq], pixelmean=[x.sum(1).mean() for x in sq])
+    for reduction, per_level in cases.items():
+        torch.testing.assert_close(FeatureMimic(reduction=reduction)(s, t), sum(per_level))
+        torch.testing.assert_close(
+            FeatureMimic(reduction=reduction, level_reduction='mean')(s, t),
+            sum(per_level) / 2)
+    with pytest.raises(ValueError, match="reduction.*'avg'"):
+        FeatureMimic(reduction='avg')

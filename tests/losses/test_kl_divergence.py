@@ -5,24 +5,37 @@ import torch.nn.functional as F
 from tst_mm.losses import KLDivergence, kl_divergence
 
 
-def _hand_kl(s, t, tau):
-    # Classes on dim 1; F.kl_div sums p_t * (log p_t - log p_s) element-wise.
-    s = s.movedim(1, -1).reshape(-1, s.size(1)).double()
-    t = t.movedim(1, -1).reshape(-1, t.size(1)).double()
-    kl = F.kl_div(F.log_softmax(s / tau, 1), F.log_softmax(t / tau, 1), log_target=True,
-                  reduction='sum')
-    return kl / s.size(0) * tau**2
+def _hand_kl(s, t, tau, reduction):
+    # mmrazor's KLDivergence: F.kl_div over the softmax on dim 1 with its reductions;
+    # 'pixelmean' is the per-position KL averaged over images and positions.
+    kl = F.kl_div(F.log_softmax(s.double() / tau, 1), F.log_softmax(t.double() / tau, 1),
+                  log_target=True, reduction='none' if reduction == 'pixelmean'
+                  else reduction)
+    if reduction == 'pixelmean':
+        kl = kl.sum(1).mean()
+    return kl * tau**2
 
 
 @pytest.mark.parametrize('shape', [(6, 5), (2, 4, 3, 5)])
 @pytest.mark.parametrize('tau', [1.0, 3.0])
-def test_matches_hand_computation(shape, tau):
+@pytest.mark.parametrize('reduction', ['batchmean', 'sum', 'mean', 'pixelmean'])
+def test_matches_hand_computation(shape, tau, reduction):
     torch.manual_seed(0)
     s, t = torch.randn(shape), torch.randn(shape)
-    loss = KLDivergence(tau=tau, loss_weight=2.0)(s, t)
+    loss = KLDivergence(tau=tau, loss_weight=2.0, reduction=reduction)(s, t)
     assert loss.dim() == 0
-    torch.testing.assert_close(loss.double(), 2.0 * _hand_kl(s, t, tau), rtol=1e-5,
-                               atol=1e-6)
+    torch.testing.assert_close(loss.double(), 2.0 * _hand_kl(s, t, tau, reduction),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_default_reduction_is_mmrazors_batchmean():
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5)
+    torch.testing.assert_close(KLDivergence()(s, t).double(),
+                               _hand_kl(s, t, 1.0, 'batchmean'))
+    # summed over the 15 positions of each image: 15x the per-pixel mean
+    torch.testing.assert_close(KLDivergence()(s, t),
+                               15 * KLDivergence(reduction='pixelmean')(s, t))
 
 
 def test_zero_for_identical_logits_and_positive_otherwise():
@@ -31,12 +44,13 @@ def test_zero_for_identical_logits_and_positive_otherwise():
     assert KLDivergence()(x, torch.randn(4, 7)).item() > 0
 
 
-def test_levels_are_averaged_and_must_match_in_number():
+def test_levels_are_summed_or_averaged_and_must_match_in_number():
     torch.manual_seed(0)
     s = [torch.randn(2, 3, 4, 4), torch.randn(2, 3, 2, 2)]
     t = [torch.randn(2, 3, 4, 4), torch.randn(2, 3, 2, 2)]
-    expected = (kl_divergence(s[0], t[0]) + kl_divergence(s[1], t[1])) / 2
-    torch.testing.assert_close(KLDivergence()(s, tuple(t)), expected)
+    total = kl_divergence(s[0], t[0]) + kl_divergence(s[1], t[1])
+    torch.testing.assert_close(KLDivergence()(s, tuple(t)), total)
+    torch.testing.assert_close(KLDivergence(level_reduction='mean')(s, t), total / 2)
     with pytest.raises(ValueError, match='2 level.*1'):
         KLDivergence()(s, t[:1])
 
@@ -70,7 +84,8 @@ def test_loss_weight_is_a_plain_attribute():
 
 
 @pytest.mark.parametrize('kwargs', [dict(tau=0), dict(tau=-1.0), dict(loss_weight=-1),
-                                    dict(loss_weight=float('nan')), dict(tau='1')])
+                                    dict(loss_weight=float('nan')), dict(tau='1'),
+                                    dict(reduction='avg'), dict(level_reduction='max')])
 def test_bad_arguments_are_quoted(kwargs):
     key, value = next(iter(kwargs.items()))
     with pytest.raises(ValueError, match=f'{key}.*{value!r}'.replace('(', r'\(')):

@@ -7,16 +7,19 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .utils import TemperatureLoss, align_teacher
+from .utils import TemperatureLoss, align_teacher, reduce_map
 
 
-def binary_kl_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
-    """Bernoulli KL(sigmoid(teacher / tau) || sigmoid(student / tau)), element-wise mean.
+def binary_kl_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0,
+                         reduction: str = 'batchmean') -> Tensor:
+    """Bernoulli KL(sigmoid(teacher / tau) || sigmoid(student / tau)) per element.
 
     Args:
         student (Tensor): Student logits, (N, C, ...).
         teacher (Tensor): Teacher logits of the same shape (a different H, W is resized).
         tau (float): Temperature. Defaults to 1.0.
+        reduction (str): See :func:`tst_mm.losses.utils.reduce_map`. Defaults to
+            ``'batchmean'``.
 
     Returns:
         Tensor: The scalar loss times ``tau ** 2``.
@@ -28,7 +31,7 @@ def binary_kl_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) -> 
     p_t = t.sigmoid()
     kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + \
         (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
-    return kl.mean() * tau**2
+    return reduce_map(kl, reduction) * tau**2
 
 
 @MODELS.register_module()
@@ -39,6 +42,13 @@ class BinaryKLDivergence(TemperatureLoss):
         tau (float): Temperature. Defaults to 1.0.
         loss_weight (float): Multiplies the loss; a hook may change it during training.
             Defaults to 1.0.
+        reduction (str): ``'batchmean'``, ``'sum'``, ``'mean'`` or ``'pixelmean'``.
+            Defaults to ``'batchmean'`` (summed over each image's elements, averaged
+            over images). ``'mean'`` averages over every anchor and class, which on a
+            detector's mostly-background head is a very weak signal.
+        level_reduction (str): ``'sum'`` or ``'mean'`` over levels. Defaults to
+            ``'sum'``.
     """
 
     fn = staticmethod(binary_kl_divergence)
+    default_reduction = 'batchmean'

@@ -37,10 +37,15 @@ def channel_wise_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) 
 class ChannelWiseDivergence(TemperatureLoss):
     """Channel-wise distillation loss (CWD) on feature maps or segmentation logits.
 
+    Its normalisation is the paper's (each channel's spatial KL, averaged over N * C),
+    so it takes no ``reduction``.
+
     Args:
         tau (float): Temperature. Defaults to 1.0.
         loss_weight (float): Multiplies the loss; a hook may change it during training.
             Defaults to 1.0.
+        level_reduction (str): ``'sum'`` or ``'mean'`` over levels. Defaults to
+            ``'sum'``.
     """
 
     fn = staticmethod(channel_wise_divergence)

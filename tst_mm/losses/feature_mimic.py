@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .utils import Maps, align_teacher, check_loss_weight, mean_over_levels
+from .utils import (LEVEL_REDUCTIONS, REDUCTIONS, Maps, align_teacher, check_choice,
+                    check_loss_weight, reduce_levels, reduce_map)
 
 
 def _check_channels(name: str, value: Optional[int]) -> Optional[int]:
@@ -33,12 +34,20 @@ class FeatureMimic(nn.Module):
             is built when both are given and differ. Defaults to None.
         loss_weight (float): Multiplies the loss; a hook may change it during training.
             Defaults to 1.0.
+        reduction (str): How each level's squared errors are reduced: ``'mean'``,
+            ``'batchmean'``, ``'sum'`` or ``'pixelmean'`` (see
+            :func:`tst_mm.losses.utils.reduce_map`). Defaults to ``'mean'``
+            (``F.mse_loss``'s).
+        level_reduction (str): ``'sum'`` or ``'mean'`` over levels. Defaults to
+            ``'sum'`` (the reference sums the MSE of the five FPN levels).
     """
 
     def __init__(self,
                  student_channels: Optional[int] = None,
                  teacher_channels: Optional[int] = None,
-                 loss_weight: float = 1.0) -> None:
+                 loss_weight: float = 1.0,
+                 reduction: str = 'mean',
+                 level_reduction: str = 'sum') -> None:
         super().__init__()
         self.student_channels = _check_channels('student_channels', student_channels)
         self.teacher_channels = _check_channels('teacher_channels', teacher_channels)
@@ -47,6 +56,9 @@ class FeatureMimic(nn.Module):
                              f'got student_channels={student_channels!r}, '
                              f'teacher_channels={teacher_channels!r}')
         self.loss_weight = check_loss_weight(loss_weight)
+        self.reduction = check_choice('reduction', reduction, REDUCTIONS)
+        self.level_reduction = check_choice('level_reduction', level_reduction,
+                                            LEVEL_REDUCTIONS)
         self.adapter: Optional[nn.Module] = None
         if student_channels is not None and student_channels != teacher_channels:
             self.adapter = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
@@ -72,7 +84,7 @@ class FeatureMimic(nn.Module):
                 f'{tuple(teacher.shape)}); set student_channels={student.size(1)} and '
                 f'teacher_channels={teacher.size(1)} to learn a 1x1 conv adapter')
         teacher = align_teacher(student, teacher)
-        return F.mse_loss(student, teacher)
+        return reduce_map(F.mse_loss(student, teacher, reduction='none'), self.reduction)
 
     def forward(self, student: Maps, teacher: Maps) -> Tensor:
         """Computes the weighted loss.
@@ -82,10 +94,12 @@ class FeatureMimic(nn.Module):
             teacher (Tensor | Sequence[Tensor]): Same structure as ``student``.
 
         Returns:
-            Tensor: The scalar MSE, averaged over levels, times ``loss_weight``.
+            Tensor: The scalar loss, reduced over levels, times ``loss_weight``.
         """
-        return self.loss_weight * mean_over_levels(self._level, student, teacher)
+        return self.loss_weight * reduce_levels(self._level, student, teacher,
+                                                self.level_reduction)
 
     def extra_repr(self) -> str:
         return (f'student_channels={self.student_channels}, '
-                f'teacher_channels={self.teacher_channels}, loss_weight={self.loss_weight}')
+                f'teacher_channels={self.teacher_channels}, loss_weight={self.loss_weight}, '
+                f'reduction={self.reduction!r}, level_reduction={self.level_reduction!r}')

@@ -1,13 +1,27 @@
-"""Shared plumbing of the distillation losses: argument checks, multi-level inputs and
-spatial alignment.
+"""Shared plumbing of the distillation losses: argument checks, reductions, multi-level
+inputs and spatial alignment.
 
 Every loss in this package maps one (student, teacher) pair of tensors to a scalar. The
 helpers here turn the looser call contract (a tensor, or one tensor per FPN level as a
 recorder yields them; teacher maps of another resolution) into that simple case, so each
 loss file only holds its own math.
+
+Reductions matter as much as the form of a loss: next to a detector's focal loss, an
+element-wise mean over N x A*C x H x W is orders of magnitude weaker than the same
+divergence summed per image. The choices are mmrazor's (``F.kl_div``'s), plus one:
+
+- ``'batchmean'``: sum over everything but the batch, divided by N (mmrazor's default
+  for ``KLDivergence``);
+- ``'sum'``: sum over everything;
+- ``'mean'``: mean over every element (classes/channels included);
+- ``'pixelmean'``: sum over dim 1 (classes/channels), mean over images and positions:
+  the usual per-pixel distillation loss of segmentation.
+
+Several levels (one map per FPN level) are summed (``level_reduction='sum'``, as
+mmrazor adds one loss per recorded call) or averaged (``'mean'``).
 """
 import math
-from typing import Callable, List, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch.nn as nn
 import torch.nn.functional as F
@@ -45,6 +59,38 @@ def check_loss_weight(value: float) -> float:
             not math.isfinite(value) or value < 0:
         raise ValueError(f'loss_weight must be a finite number >= 0, got {value!r}')
     return float(value)
+
+
+REDUCTIONS = ('batchmean', 'sum', 'mean', 'pixelmean')
+LEVEL_REDUCTIONS = ('sum', 'mean')
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Checks that ``value`` is one of ``choices``, quoting both if not."""
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {tuple(choices)}, got {value!r}')
+    return value
+
+
+def reduce_map(loss: Tensor, reduction: str) -> Tensor:
+    """Reduces an element-wise loss map (N, C, ...) to a scalar (see the module doc).
+
+    Args:
+        loss (Tensor): Element-wise loss, batch on dim 0, classes/channels on dim 1.
+        reduction (str): One of :data:`REDUCTIONS`.
+
+    Returns:
+        Tensor: The scalar loss.
+    """
+    if reduction == 'sum':
+        return loss.sum()
+    if reduction == 'batchmean':
+        return loss.sum() / loss.size(0)
+    if reduction == 'mean':
+        return loss.mean()
+    if reduction == 'pixelmean':
+        return loss.sum(1).mean()
+    raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
 
 
 def as_levels(student: Maps, teacher: Maps) -> List[tuple]:
@@ -101,40 +147,60 @@ def align_teacher(student: Tensor, teacher: Tensor, check_channels: bool = True)
                          align_corners=False)
 
 
-def mean_over_levels(fn: Callable[[Tensor, Tensor], Tensor], student: Maps,
-                     teacher: Maps) -> Tensor:
-    """Applies a per-level loss and averages it over the levels.
+def reduce_levels(fn: Callable[[Tensor, Tensor], Tensor], student: Maps, teacher: Maps,
+                  level_reduction: str = 'sum') -> Tensor:
+    """Applies a per-level loss and sums or averages it over the levels.
 
     Args:
         fn (Callable[[Tensor, Tensor], Tensor]): ``fn(student, teacher)`` for one level.
         student (Tensor | Sequence[Tensor]): One map, or one per level.
         teacher (Tensor | Sequence[Tensor]): Same structure as ``student``.
+        level_reduction (str): ``'sum'`` or ``'mean'``. Defaults to ``'sum'``.
 
     Returns:
-        Tensor: The scalar mean of ``fn`` over the levels.
+        Tensor: The scalar sum (or mean) of ``fn`` over the levels.
     """
     pairs = as_levels(student, teacher)
-    return sum(fn(s, t) for s, t in pairs) / len(pairs)
+    total = sum(fn(s, t) for s, t in pairs)
+    return total / len(pairs) if level_reduction == 'mean' else total
 
 
 class TemperatureLoss(nn.Module):
-    """A distillation loss ``fn(student, teacher, tau)``, weighted, averaged over levels.
+    """A distillation loss ``fn(student, teacher, tau[, reduction])``, weighted, reduced
+    over levels.
 
-    Subclasses set ``fn``. Nothing is detached here: the caller decides (the teacher is
-    detached in the student phase but not in the augmenter phase).
+    Subclasses set ``fn``; those whose ``fn`` takes a ``reduction`` set
+    ``default_reduction`` too. Nothing is detached here: the caller decides (the teacher
+    is detached in the student phase but not in the augmenter phase).
 
     Args:
         tau (float): Temperature. Defaults to 1.0.
         loss_weight (float): Multiplies the loss; a hook may change it during training.
             Defaults to 1.0.
+        reduction (str, optional): One of :data:`REDUCTIONS`, for losses that take one.
+            Defaults to the class's ``default_reduction``.
+        level_reduction (str): ``'sum'`` or ``'mean'`` over levels. Defaults to
+            ``'sum'``.
     """
 
-    fn: Callable[[Tensor, Tensor, float], Tensor]
+    fn: Callable[..., Tensor]
+    default_reduction: Optional[str] = None
 
-    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
+    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0,
+                 reduction: Optional[str] = None, level_reduction: str = 'sum') -> None:
         super().__init__()
         self.tau = check_positive('tau', tau)
         self.loss_weight = check_loss_weight(loss_weight)
+        if self.default_reduction is None:
+            if reduction is not None:
+                raise ValueError(f'{type(self).__name__} has a fixed normalisation and '
+                                 f'takes no reduction, got reduction={reduction!r}')
+            self.reduction = None
+        else:
+            self.reduction = check_choice('reduction', reduction or self.default_reduction,
+                                          REDUCTIONS)
+        self.level_reduction = check_choice('level_reduction', level_reduction,
+                                            LEVEL_REDUCTIONS)
 
     def forward(self, student: Maps, teacher: Maps) -> Tensor:
         """Computes the weighted loss.
@@ -144,11 +210,15 @@ class TemperatureLoss(nn.Module):
             teacher (Tensor | Sequence[Tensor]): Same structure as ``student``.
 
         Returns:
-            Tensor: The scalar loss, averaged over levels, times ``loss_weight``.
+            Tensor: The scalar loss, reduced over levels, times ``loss_weight``.
         """
         fn = type(self).fn
-        loss = mean_over_levels(lambda s, t: fn(s, t, self.tau), student, teacher)
+        options = {} if self.reduction is None else dict(reduction=self.reduction)
+        loss = reduce_levels(lambda s, t: fn(s, t, self.tau, **options), student, teacher,
+                             self.level_reduction)
         return self.loss_weight * loss
 
     def extra_repr(self) -> str:
-        return f'tau={self.tau}, loss_weight={self.loss_weight}'
+        reduction = '' if self.reduction is None else f', reduction={self.reduction!r}'
+        return (f'tau={self.tau}, loss_weight={self.loss_weight}{reduction}, '
+                f'level_reduction={self.level_reduction!r}')
