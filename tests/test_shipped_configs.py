@@ -20,7 +20,7 @@ from mmengine.registry import (HOOKS, LOOPS, MODELS, PARAM_SCHEDULERS,
 
 import tst_mm  # noqa: F401  (registers the TST components)
 from tests.conftest import REPO
-from tst_mm.distill.distiller import _model_cfg
+from tst_mm.distill.teacher import model_cfg as resolve_model_cfg
 from tst_mm.engine import TSTEpochBasedTrainLoop, TSTIterBasedTrainLoop
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'tst', '*.py')))
@@ -74,7 +74,7 @@ def _offline(cfg: Config, tmp_path) -> dict:
 
     Returns the teacher's state dict that was written to the checkpoint.
     """
-    teacher_cfg = _no_pretrained(_model_cfg(cfg.model.teacher))
+    teacher_cfg = _no_pretrained(resolve_model_cfg(cfg.model.teacher))
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         teacher = MODELS.build(teacher_cfg)
     state = {key: value.clone() for key, value in teacher.state_dict().items()}

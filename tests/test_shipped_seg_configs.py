@@ -19,7 +19,7 @@ from mmengine.structures import PixelData
 
 import tst_mm  # noqa: F401  (registers the TST components)
 from tests.conftest import REPO
-from tst_mm.distill.distiller import _model_cfg
+from tst_mm.distill.teacher import model_cfg as resolve_model_cfg
 from tst_mm.engine import TSTIterBasedTrainLoop
 
 MMSEG_CONFIGS = osp.join(osp.dirname(__import__('mmseg').__file__), '.mim', 'configs')
@@ -97,7 +97,7 @@ def test_runtime_schedule_and_losses(seg_config):
 def _offline(cfg: Config, tmp_path) -> dict:
     """A local teacher checkpoint and no ImageNet weights; returns the teacher's
     state dict that was written."""
-    teacher_cfg = _model_cfg(cfg.model.teacher)
+    teacher_cfg = resolve_model_cfg(cfg.model.teacher)
     teacher_cfg['pretrained'] = None
     with DefaultScope.overwrite_default_scope('mmseg'):
         teacher = MODELS.build(teacher_cfg)

@@ -75,6 +75,53 @@ def test_teacher_is_frozen_loaded_and_not_saved(tmp_path):
     distiller.load_state_dict(state, strict=True)  # teacher keys are not "missing"
 
 
+def test_teacher_checkpoint_of_another_architecture_is_refused(tmp_path):
+    """A ResNet-34 checkpoint for a ResNet-18 teacher used to load partially (strict=
+    False) and distil from a half-random teacher; now it names the keys and the fix."""
+    cfg = tiny_cfg()
+    deeper = copy.deepcopy(cfg.model.teacher)
+    deeper.backbone.depth = 34
+    ckpt = tmp_path / 'r34.pth'
+    torch.save({'state_dict': build(deeper).state_dict()}, ckpt)
+    cfg.model.teacher_ckpt = str(ckpt)
+    with pytest.raises(ValueError) as err:
+        build(cfg.model)
+    message = str(err.value)
+    assert 'r34.pth' in message and 'does not fit the teacher (RetinaNet)' in message
+    assert 'checkpoint keys the teacher does not have: backbone.layer1.2.' in message
+    assert 'more)' in message  # only the first few keys are quoted
+    assert 'the config this checkpoint was trained with' in message
+
+    # Wider stem: same keys, other shapes.
+    wider = copy.deepcopy(cfg.model.teacher)
+    wider.backbone.base_channels = 16
+    wider.neck.in_channels = [16, 32, 64, 128]
+    torch.save({'state_dict': build(wider).state_dict()}, ckpt)
+    with pytest.raises(ValueError, match=r'shape mismatches.*backbone\.conv1\.weight '
+                       r'\(16, 3, 7, 7\) vs \(8, 3, 7, 7\)'):
+        build(cfg.model)
+
+
+def test_teacher_checkpoint_harmless_differences_and_tst_checkpoints(tmp_path):
+    cfg = tiny_cfg()
+    teacher = build(cfg.model.teacher)
+    state = {f'module.{k}': v for k, v in teacher.state_dict().items()
+             if not k.endswith('num_batches_tracked')}  # an old, DataParallel checkpoint
+    state['data_preprocessor.mean'] = torch.zeros(3, 1, 1)
+    ckpt = tmp_path / 'old.pth'
+    torch.save({'state_dict': state}, ckpt)
+    cfg.model.teacher_ckpt = str(ckpt)
+    distiller = build(cfg.model)
+    torch.testing.assert_close(distiller.teacher.backbone.conv1.weight,
+                               teacher.backbone.conv1.weight)
+
+    # A TSTDistiller checkpoint given as the teacher: say how to extract the student.
+    torch.save({'state_dict': distiller.state_dict()}, ckpt)
+    with pytest.raises(ValueError, match='teacher keys missing.*TSTDistiller checkpoint.*'
+                       'extract_student.py'):
+        build(cfg.model)
+
+
 def test_missing_teacher_checkpoint_fails_before_training(workspace):
     proc = run_failing(['--cfg-options', 'model.teacher_ckpt=nowhere/teacher.pth'],
                        workspace)

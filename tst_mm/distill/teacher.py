@@ -1,0 +1,98 @@
+"""The teacher: its config (a dict or a config file) and its weights, loaded strictly.
+
+A checkpoint that does not fit the teacher must never load partially: the student would
+then be distilled from a half-random teacher, and nothing in the training log says so.
+"""
+import copy
+import os.path as osp
+import re
+from typing import Dict, List, Union
+
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import Tensor
+
+SHOWN = 5  # keys quoted per kind of mismatch
+
+
+def model_cfg(model: Union[dict, str]) -> dict:
+    """A model dict, or the ``model`` of a config file (``mmdet::...`` works too)."""
+    if isinstance(model, str):
+        if '::' in model:
+            from mmengine.hub import get_config
+            return copy.deepcopy(get_config(model).model)
+        if not osp.isfile(model):
+            raise FileNotFoundError(f'teacher config {model!r} does not exist')
+        return copy.deepcopy(Config.fromfile(model).model)
+    return copy.deepcopy(dict(model))
+
+
+def _harmless(key: str) -> bool:
+    # BatchNorm step counters (absent from old checkpoints) and preprocessor buffers
+    # (the teacher's preprocessing comes from its config) do not change what it computes.
+    return key.endswith('num_batches_tracked') or key.startswith('data_preprocessor.')
+
+
+def _quote(keys: List[str]) -> str:
+    more = f', ... ({len(keys) - SHOWN} more)' if len(keys) > SHOWN else ''
+    return ', '.join(keys[:SHOWN]) + more
+
+
+def check_fits(teacher: nn.Module, state: Dict[str, Tensor], checkpoint: str) -> None:
+    """Raises if ``state`` is not a complete set of weights of ``teacher``.
+
+    Args:
+        teacher (nn.Module): The built teacher.
+        state (dict): The checkpoint's state dict, ``module.`` prefixes removed.
+        checkpoint (str): The checkpoint's name, for the message.
+    """
+    own = teacher.state_dict()
+    missing = [k for k in own if k not in state and not _harmless(k)]
+    unexpected = [k for k in state if k not in own and not _harmless(k)]
+    shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
+              if k in state and hasattr(state[k], 'shape') and state[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return
+    problems = [f'{len(keys)} {what}: {_quote(keys)}' for what, keys in (
+        ('teacher keys missing from the checkpoint', missing),
+        ('checkpoint keys the teacher does not have', unexpected),
+        ('shape mismatches (checkpoint vs teacher)', shapes)) if keys]
+    hint = ''
+    if any(k.startswith('student.') for k in unexpected):
+        hint = (' It looks like a TSTDistiller checkpoint: extract its student with '
+                '`python tools/extract_student.py CKPT OUT` and use OUT.')
+    raise ValueError(
+        f'teacher_ckpt {checkpoint!r} does not fit the teacher '
+        f'({type(teacher).__name__}): ' + '; '.join(problems) + '. Give `teacher` the '
+        'config this checkpoint was trained with (depth, widths, num_classes), or the '
+        f'checkpoint of this teacher.{hint}')
+
+
+def load_teacher(teacher: nn.Module, checkpoint: str) -> None:
+    """Loads ``checkpoint`` (a local path or URL) into ``teacher``, strictly.
+
+    Only BatchNorm step counters and data-preprocessor buffers may be missing or extra;
+    any other missing or unexpected key, or a shape mismatch, is an error that names the
+    first few keys.
+
+    Args:
+        teacher (nn.Module): The built teacher.
+        checkpoint (str): Local path or URL (anything mmengine's ``CheckpointLoader``
+            reads).
+    """
+    if '://' not in checkpoint and not osp.isfile(checkpoint):
+        raise FileNotFoundError(
+            f'teacher_ckpt {checkpoint!r} does not exist; give the path (or URL) '
+            "of the trained teacher's checkpoint")
+    try:
+        loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu',
+                                                  logger='current')
+    except OSError as err:  # URLError, HTTPError and file errors
+        raise RuntimeError(f'could not load teacher_ckpt {checkpoint!r}: {err}. '
+                           'Download it and give a local path.') from err
+    state = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else loaded
+    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+    check_fits(teacher, state, checkpoint)
+    teacher.load_state_dict({k: v for k, v in state.items() if not _harmless(k)},
+                            strict=False)
