@@ -82,13 +82,14 @@ def test_runtime_schedule_and_losses(seg_config):
     assert cfg.param_scheduler.student[0].end == 80000
 
     losses = cfg.model.distill_losses
+    # the per-pixel KL (the reference's 'batchmean' sums it over the logits)
     assert losses.loss_kd_decode == dict(type='KLDivergence', student='decode_head.conv_seg',
                                          teacher='decode_head.conv_seg', tau=1.0,
-                                         loss_weight=1.5)
+                                         reduction='pixelmean', loss_weight=1.5)
     assert losses.loss_kd_aux == dict(type='KLDivergence',
                                       student='auxiliary_head.conv_seg',
                                       teacher='auxiliary_head.conv_seg', tau=1.0,
-                                      loss_weight=0.5)
+                                      reduction='pixelmean', loss_weight=0.5)
     assert cfg.tst_seg_cwd_losses.loss_cwd_decode.type == 'ChannelWiseDivergence'
     for hook in cfg.custom_hooks:
         HOOKS.build(copy.deepcopy(hook))

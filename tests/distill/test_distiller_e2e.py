@@ -1,4 +1,5 @@
 """TST end to end through tools/train.py: phases, loops, resume, DDP."""
+import glob
 import json
 import os.path as osp
 
@@ -35,6 +36,19 @@ def test_iter_loop_alternates(workspace):
     losses = logged_losses(workspace / 'run')
     assert sorted(losses) == [1, 2, 3, 4]
     assert 'coco/bbox_mAP:' in out  # validation evaluates the student
+    # One summary per phase: the objective's terms and their gradient shares ...
+    summaries = [line for line in out.splitlines()
+                 if 'share of the augmenter gradient: teacher' in line]
+    assert len(summaries) == 2 and all('student_inverse' in line for line in summaries)
+    # ... also for the visualizer, at the student iteration the phase precedes ...
+    records = [json.loads(line) for path in glob.glob(str(
+        workspace / 'run' / '*' / 'vis_data' / 'scalars.json')) for line in open(path)]
+    shares = [r for r in records if 'augment/grad_share.teacher' in r]
+    assert [r['step'] for r in shares] == [0, 2]
+    assert all(0 <= r['augment/grad_share.teacher'] <= 1 for r in shares)
+    # ... and augmenter values are not repeated on the student's log lines.
+    student_lines = [line for line in out.splitlines() if 'Iter(train)' in line]
+    assert student_lines and not any('augment.' in line for line in student_lines)
 
 
 def test_epoch_loop_alternates(workspace):

@@ -80,21 +80,42 @@ def test_mmdet_sigmoid_cross_entropy_flips_probabilities():
     torch.testing.assert_close(loss.double(), (elem * w[:, None]).sum() / 4.0)
 
 
-def test_focal_loss_on_flipped_probability():
+def _inverse_focal(x, y, gamma=2.0, alpha=0.25):
+    """Focal loss on the flipped probability, element-wise, straight from the formula."""
+    q = 1 - torch.sigmoid(x.double())  # the flipped probability
+    t = F.one_hot(y, x.size(1) + 1)[:, :x.size(1)].double()  # label C = background
+    return -(alpha * t * (1 - q)**gamma * torch.log(q) +
+             (1 - alpha) * (1 - t) * q**gamma * torch.log(1 - q))
+
+
+def test_focal_loss_on_flipped_probability_task_reduction():
     torch.manual_seed(0)
     x, y, w = torch.randn(10, 4), torch.randint(0, 5, (10,)), torch.rand(10)
-    gamma, alpha = 2.0, 0.25
-    loss = InvertedTaskLoss(FocalLoss(gamma=gamma, alpha=alpha, loss_weight=2.0))(
-        x, y, w, avg_factor=5.0)
-    q = 1 - torch.sigmoid(x.double())  # the flipped probability
-    t = F.one_hot(y, 5)[:, :4].double()
-    elem = -(alpha * t * (1 - q)**gamma * torch.log(q) +
-             (1 - alpha) * (1 - t) * q**gamma * torch.log(1 - q))
+    loss = InvertedTaskLoss(FocalLoss(gamma=2.0, alpha=0.25, loss_weight=2.0),
+                            reduction='task')(x, y, w, avg_factor=5.0)
+    elem = _inverse_focal(x, y)
     torch.testing.assert_close(loss.double(), 2.0 * (elem * w[:, None]).sum() / 5.0)
     # The activated variant takes probabilities and flips them the same way.
-    on_probs = InvertedTaskLoss(FocalLoss(activated=True, loss_weight=2.0))(
-        torch.sigmoid(x), y, w, avg_factor=5.0)
+    on_probs = InvertedTaskLoss(FocalLoss(activated=True, loss_weight=2.0),
+                                reduction='task')(torch.sigmoid(x), y, w, avg_factor=5.0)
     torch.testing.assert_close(on_probs, loss, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('keywords', [False, True])
+def test_focal_loss_mean_reduction_averages_every_anchor_and_class(keywords):
+    """The reference's reduction: a mean over all anchors x classes, not a sum divided
+    by the number of positives; ignored anchors (weight 0) add nothing."""
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 4), torch.randint(0, 5, (10,))
+    w = torch.ones(10)
+    w[:3] = 0  # ignored anchors
+    inverse = InvertedTaskLoss(FocalLoss(loss_weight=2.0))  # 'mean' is the default
+    loss = inverse(pred=x, target=y, weight=w, avg_factor=2.0) if keywords \
+        else inverse(x, y, w, avg_factor=2.0)
+    elem = _inverse_focal(x, y)
+    torch.testing.assert_close(loss.double(), 2.0 * (elem * w[:, None]).sum() / 40)
+    # mmdet's RetinaHead calls it positionally, with avg_factor as a keyword
+    assert 'reduction=' in repr(inverse) and inverse.reduction == 'mean'
 
 
 def _boxes(n, seed):
@@ -125,11 +146,17 @@ def test_mmseg_cross_entropy_per_pixel(avg_non_ignore):
     y = torch.randint(0, 19, (2, 5, 6))
     y[:, 0] = 255
     w = (torch.rand(2, 5, 6) > 0.3).float()  # e.g. OHEM's 0/1 pixel weights
-    loss = InvertedTaskLoss(SegCE(avg_non_ignore=avg_non_ignore))(x, y, weight=w,
-                                                                 ignore_index=255)
+    original = SegCE(avg_non_ignore=avg_non_ignore)
+    loss = InvertedTaskLoss(original, reduction='task')(x, y, weight=w, ignore_index=255)
     elem, valid = _inverse_softmax_ce(x, y, ignore=255)
     count = valid.sum() if avg_non_ignore else y.numel()
     torch.testing.assert_close(loss.double(), (elem * w).sum() / count)
+    # The default keeps the per-pixel mean; the reference's reduction averages
+    # -log(1 - p_y) on one-hot targets over N x C x H x W: divided by the 19 classes.
+    default = InvertedTaskLoss(original)(x, y, weight=w, ignore_index=255)
+    torch.testing.assert_close(default, loss)
+    reference = InvertedTaskLoss(original, 'reference')(x, y, weight=w, ignore_index=255)
+    torch.testing.assert_close(reference.double(), (elem * w).sum() / count / 19)
 
 
 def test_mmseg_cross_entropy_class_weight():

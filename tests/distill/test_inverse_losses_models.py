@@ -59,7 +59,7 @@ def test_segmentor_keys_ohem_and_hand_value():
     inputs, samples = seg_batch()
     normal = model.loss(inputs, samples)
     rec = ModuleOutputRecorder(model, ['decode_head.conv_seg'])
-    with rec, inverted_task_losses(model):
+    with rec, inverted_task_losses(model, reduction='task'):
         inverted = model.loss(inputs, samples)
     assert set(inverted) == set(normal) == {
         'decode.loss_ce', 'decode.acc_seg', 'aux.loss_ce', 'aux.loss_ce_valid',
@@ -83,3 +83,8 @@ def test_segmentor_keys_ohem_and_hand_value():
     expected = (-torch.log(1 - p_y) * valid * weight).sum() / label.numel()
     torch.testing.assert_close(inverted['decode.loss_ce'].double(), expected, rtol=1e-4,
                                atol=1e-6)
+    # The reference's reduction averages over the 19 classes as well.
+    with inverted_task_losses(model, reduction='reference'):
+        reference = model.loss(inputs, samples)
+    for key in ('decode.loss_ce', 'aux.loss_ce', 'aux.loss_ce_valid'):
+        torch.testing.assert_close(reference[key], inverted[key] / 19, msg=key)

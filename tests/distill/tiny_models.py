@@ -17,7 +17,8 @@ def _mmdet_model(config: str, **overrides):
     cfg = Config.fromfile(path)
     cfg.merge_from_dict({f'model.{key}': value for key, value in overrides.items()})
     # ResNet-18 at a quarter of its width: real mmdet code paths, little CPU time.
-    cfg.model.backbone.update(depth=18, base_channels=16, init_cfg=None, style='pytorch')
+    cfg.model.backbone.update(depth=18, base_channels=16, init_cfg=None, style='pytorch',
+                              frozen_stages=-1, norm_eval=False)  # from scratch
     cfg.model.neck.update(in_channels=[16, 32, 64, 128], out_channels=32)
     with DefaultScope.overwrite_default_scope('mmdet'):
         return MODELS.build(cfg.model)

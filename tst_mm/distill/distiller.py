@@ -1,26 +1,25 @@
 """TSTDistiller: a student, a frozen teacher and a learned augmenter in one model."""
-import copy
-import os.path as osp
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
-from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.model import BaseModel, is_model_wrapper
-from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.optim import OptimWrapperDict
 from mmengine.registry import MODELS
-from mmengine.runner import load_checkpoint
 from torch import Tensor
 
 from .freeze import frozen
-from .inverse_losses import find_task_losses, inversion_of, inverted_task_losses
+from .inverse_losses import (INVERSE_REDUCTIONS, find_task_losses, inversion_of,
+                             inverted_task_losses)
 from .normalize import InputNormalizer
 from .recorders import ModuleOutputRecorder
+from .teacher import load_teacher, model_cfg
+from .updates import update, update_by_terms
 
 VIEWS = ('aug', 'clean')
+STUDENT_VIEWS = (VIEWS, ('aug',), ('clean',))
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -29,37 +28,6 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 def _add_prefix(losses: dict, prefix: str) -> dict:
     return {f'{prefix}.{key}': value for key, value in losses.items()}
-
-
-def _model_cfg(model: Union[dict, str]) -> dict:
-    """A model dict, or the ``model`` of a config file (``mmdet::...`` works too)."""
-    if isinstance(model, str):
-        if '::' in model:
-            from mmengine.hub import get_config
-            return copy.deepcopy(get_config(model).model)
-        if not osp.isfile(model):
-            raise FileNotFoundError(f'teacher config {model!r} does not exist')
-        return copy.deepcopy(Config.fromfile(model).model)
-    return copy.deepcopy(dict(model))
-
-
-def _average_gradients(modules: Sequence[nn.Module]) -> None:
-    """All-reduce (mean) the gradients of small modules that DDP does not wrap.
-
-    Every parameter takes part, with a zero gradient where it got none on this rank
-    (an op not drawn here), so all ranks reduce the same buffer and end up identical.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    if not params:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad = g.view_as(p).clone()
 
 
 @MODELS.register_module()
@@ -83,13 +51,24 @@ class TSTDistiller(BaseModel):
             teacher=<module path>, **loss_args)``; names must contain ``'loss'``.
             Defaults to none.
         student_views (Sequence[str]): What the student learns from in its step:
-            ``('aug', 'clean')`` (the reference's ``[x_aug ; x]``) or ``('aug',)``.
+            ``('aug', 'clean')`` (the reference's ``[x_aug ; x]``), ``('aug',)``, or
+            ``('clean',)``: plain distillation, the augmenter unused (the control
+            TST is measured against; give the loop no augment phases).
             Defaults to ``('aug', 'clean')``.
         augment_loss_weights (dict): Weights of the augmenter objective,
             ``teacher`` (teacher task loss), ``student_inverse`` (student inverse task
             loss) and ``divergence`` (minus the distillation losses, maximising the
             teacher-student gap). Defaults to ``dict(teacher=1, student_inverse=1,
             divergence=0)``.
+        inverse_reduction (str): How the student's inverse task losses are reduced:
+            ``'mean'`` averages a dense focal inverse over all anchors x classes of each
+            level (as the reference) and keeps the others' task reduction, which keeps
+            the two terms' gradients within a few times of each other; ``'reference'``
+            also divides a softmax segmentation inverse by C, as the reference does;
+            ``'task'`` keeps every task loss's weights and ``avg_factor`` (a focal
+            inverse then outweighs the teacher term 10^4 times in value, ~300 times in
+            gradient). See :mod:`tst_mm.distill.inverse_losses`. Defaults to
+            ``'mean'``.
         data_preprocessor (dict, optional): Pads and stacks (e.g. mmseg's
             ``SegDataPreProcessor``: pad to the crop size, labels with 255); its
             normalisation and channel order are replaced by pixel-space RGB. mmengine's
@@ -106,9 +85,10 @@ class TSTDistiller(BaseModel):
                  distill_losses: Optional[Dict[str, dict]] = None,
                  student_views: Sequence[str] = VIEWS,
                  augment_loss_weights: Optional[Dict[str, float]] = None,
+                 inverse_reduction: str = 'mean',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        student_cfg, teacher_cfg = _model_cfg(student), _model_cfg(teacher)
+        student_cfg, teacher_cfg = model_cfg(student), model_cfg(teacher)
         data_preprocessor = dict(data_preprocessor or student_cfg.get('data_preprocessor')
                                  or {})
         # Always pixel space, RGB: the Runner also fills this argument in from a
@@ -123,11 +103,14 @@ class TSTDistiller(BaseModel):
         self.teacher_normalizer = InputNormalizer(teacher_cfg.get('data_preprocessor'))
         _check_num_classes(self.student, self.teacher)
 
-        bad_views = [v for v in student_views if v not in VIEWS]
-        if not student_views or bad_views or 'aug' not in student_views:
-            raise ValueError(f"student_views must be ('aug', 'clean') or ('aug',), got "
+        if tuple(student_views) not in STUDENT_VIEWS:
+            raise ValueError(f'student_views must be one of {STUDENT_VIEWS}, got '
                              f'{tuple(student_views)}')
         self.student_views = tuple(student_views)
+        if inverse_reduction not in INVERSE_REDUCTIONS:
+            raise ValueError(f'inverse_reduction must be one of '
+                             f'{tuple(INVERSE_REDUCTIONS)}, got {inverse_reduction!r}')
+        self.inverse_reduction = inverse_reduction
         weights = dict(teacher=1.0, student_inverse=1.0, divergence=0.0)
         unknown = set(augment_loss_weights or {}) - set(weights)
         if unknown:
@@ -175,16 +158,7 @@ class TSTDistiller(BaseModel):
             print_log('TSTDistiller: teacher_ckpt is None, the teacher keeps its initial '
                       '(untrained) weights', logger='current', level=30)
         else:
-            if '://' not in checkpoint and not osp.isfile(checkpoint):
-                raise FileNotFoundError(
-                    f'teacher_ckpt {checkpoint!r} does not exist; give the path (or URL) '
-                    "of the trained teacher's checkpoint")
-            try:
-                load_checkpoint(self.teacher, checkpoint, map_location='cpu',
-                                strict=False, logger='current')
-            except OSError as err:  # URLError, HTTPError and file errors
-                raise RuntimeError(f'could not load teacher_ckpt {checkpoint!r}: {err}. '
-                                   'Download it and give a local path.') from err
+            load_teacher(self.teacher, checkpoint)
             # The Runner calls init_weights() on the whole model: the teacher's own
             # init_cfg (e.g. an ImageNet URL) must not overwrite the loaded weights.
             self.teacher._is_init = True
@@ -230,7 +204,7 @@ class TSTDistiller(BaseModel):
             losses = {**_add_prefix(task, 'student'),
                       **_add_prefix(self._distill_losses(), 'distill')}
         loss, log_vars = self.parse_losses(losses)
-        _update(optim, loss, [self.distill_losses])
+        update(optim, loss, [self.distill_losses])
         return log_vars
 
     def augment_step(self, data: Union[dict, tuple, list],
@@ -238,27 +212,37 @@ class TSTDistiller(BaseModel):
         """One augmenter update; student and teacher frozen.
 
         1. Pad and stack the batch in pixel space; augment it with gradient.
-        2. ``L_aug = a * teacher task loss(x_aug) + b * student inverse task loss(x_aug)
-           - c * distillation losses(x_aug)``.
-        3. Update the augmenter only, and clear any student gradient.
+        2. The objective's terms on ``x_aug``: ``a * teacher task loss``,
+           ``b * student inverse task loss`` and ``-c * distillation losses``.
+        3. Backpropagate the terms one at a time, measuring the gradient norm each
+           gives the augmenter; update the augmenter only, clear any student gradient.
         """
+        if self.student_views == ('clean',):
+            raise RuntimeError("student_views=('clean',) is plain distillation: the "
+                               'student never sees augmented images, so training the '
+                               'augmenter is wasted work; remove the augment phases')
         optim = optim_wrapper['augmenter']
         with optim.optim_context(self.augmenter), frozen(self.student):
             data = self.data_preprocessor(data, True)
             inputs, samples = self.augmenter(data['inputs'], data['data_samples'])
-            loss, log_vars = self._augmenter_objective(inputs, samples)
-        _update(optim, loss, [self.augmenter])
+            terms, log_vars = self._augmenter_objective(inputs, samples)
+        grad_norms = update_by_terms(optim, terms, self.augmenter)
         optim_wrapper['student'].zero_grad()
+        log_vars.update(_add_prefix(grad_norms, 'grad_norm'))
         return _add_prefix(log_vars, 'augment')
 
     def _student_views(self, inputs: Tensor, samples: list) -> Tuple[Tensor, list]:
+        if self.student_views == ('clean',):
+            return inputs, samples
         with torch.no_grad():
             inputs_aug, samples_aug = self.augmenter(inputs, samples)
         if self.student_views == ('aug',):
             return inputs_aug, samples_aug
         return torch.cat([inputs_aug, inputs]), samples_aug + list(samples)
 
-    def _augmenter_objective(self, inputs: Tensor, samples: list) -> Tuple[Tensor, dict]:
+    def _augmenter_objective(self, inputs: Tensor,
+                             samples: list) -> Tuple[Dict[str, Tensor], dict]:
+        """The weighted terms of ``L_aug`` (their sum is minimised) and the log."""
         w = self.augment_loss_weights
         divergence = w['divergence'] > 0
         # The student runs unwrapped: its weights are frozen, so DDP has nothing to do.
@@ -268,23 +252,24 @@ class TSTDistiller(BaseModel):
                                    'loss')
         # With student_inverse=0 the student's losses need not be invertible (the
         # divergence term alone then makes the student's task hard).
-        inverse = inverted_task_losses(student) if w['student_inverse'] else nullcontext()
+        inverse = inverted_task_losses(student, self.inverse_reduction) \
+            if w['student_inverse'] else nullcontext()
         with inverse, self._recording(self.student_recorder if divergence else None):
             student_losses = student(self.student_normalizer(inputs, samples), samples,
                                      'loss')
-        teacher_loss, teacher_log = self.parse_losses(teacher)
-        loss = w['teacher'] * teacher_loss
-        log_vars = _add_prefix(teacher_log, 'teacher')
+        teacher_loss, log_vars = self.parse_losses(teacher)
+        terms = dict(teacher=w['teacher'] * teacher_loss)
+        log_vars = _add_prefix(log_vars, 'teacher')
         if w['student_inverse']:
             inverse_loss, inverse_log = self.parse_losses(student_losses)
-            loss = loss + w['student_inverse'] * inverse_loss
+            terms['student_inverse'] = w['student_inverse'] * inverse_loss
             log_vars.update(_add_prefix(inverse_log, 'student_inverse'))
         if divergence:
             gap = sum(self._distill_losses().values())
-            loss = loss - w['divergence'] * gap
+            terms['divergence'] = -w['divergence'] * gap
             log_vars['divergence'] = gap.detach()
-        log_vars['loss'] = loss.detach()
-        return loss, log_vars
+        log_vars['loss'] = sum(terms.values()).detach()
+        return terms, log_vars
 
     def _distill_losses(self) -> Dict[str, Tensor]:
         return {name: loss(self.student_recorder.get(self.loss_paths[name][0]),
@@ -307,16 +292,6 @@ class TSTDistiller(BaseModel):
                 mode: str = 'tensor'):
         """The student's forward, for tools that call the model directly."""
         return _unwrap(self.student)(inputs, data_samples, mode)
-
-
-def _update(optim: OptimWrapper, loss: Tensor, unwrapped: List[nn.Module]) -> None:
-    """``OptimWrapper.update_params`` with a gradient all-reduce for ``unwrapped``."""
-    loss = optim.scale_loss(loss)
-    optim.backward(loss)
-    if optim.should_update():
-        _average_gradients(unwrapped)
-        optim.step()
-        optim.zero_grad()
 
 
 def _rename_prefix(state_dict: dict, old: str, new: str, unless: str = None) -> None:

@@ -9,6 +9,8 @@ iterations: they fire no iteration hooks, so the student's iteration count, its 
 rate schedule and the checkpoint interval are the same as without TST. A long augment
 phase (a pass over COCO) can checkpoint itself every ``augment_checkpoint_interval``
 steps; ``--resume`` from such a checkpoint continues the phase where it stopped.
+Each phase ends with one summary line: the objective's terms and each term's share of
+the augmenter's gradient (:mod:`tst_mm.engine.augment_log`).
 """
 import os
 import os.path as osp
@@ -19,6 +21,7 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
+from .augment_log import AugmentPhaseLog
 from .rng_state import RNGStateHook
 
 LOG_EVERY = 50  # augmenter steps between progress lines in a long augment phase
@@ -55,6 +58,7 @@ class _AlternationMixin:
                             f'`augment_step`), got {type(model).__name__}')
         self.rng_hook = RNGStateHook()
         self.runner.register_hook(self.rng_hook)
+        self._interval_log = AugmentPhaseLog('every-k steps')
 
     def _reset_augmenter_optimizer(self) -> None:
         """A fresh optimizer state (momentum) and the initial learning rate."""
@@ -65,11 +69,21 @@ class _AlternationMixin:
                 group['lr'] = group['initial_lr']
 
     def _augment_step(self, data_batch: Sequence[dict]) -> dict:
-        outputs = self.runner.model.augment_step(
-            data_batch, optim_wrapper=self.runner.optim_wrapper)
-        for key, value in outputs.items():
-            self.runner.message_hub.update_scalar(f'train/{key}', value)
-        return outputs
+        return self.runner.model.augment_step(data_batch,
+                                              optim_wrapper=self.runner.optim_wrapper)
+
+    def _interval_augment_step(self, data_batch: Sequence[dict]) -> None:
+        """Iteration-level alternation: one augmenter step, summarised every
+        ``LOG_EVERY`` such steps."""
+        self._interval_log.add(self._augment_step(data_batch))
+        if len(self._interval_log.steps) == LOG_EVERY:
+            self._log_summary(self._interval_log)
+            self._interval_log = AugmentPhaseLog('every-k steps')
+
+    def _log_summary(self, phase_log: AugmentPhaseLog) -> None:
+        line, scalars = phase_log.summary()
+        print_log(line, logger='current')
+        self.runner.visualizer.add_scalars(scalars, step=self.runner.iter)
 
     def _steps_done(self, phase: str) -> int:
         """Augmenter steps of ``phase`` a resumed run had already taken (else 0)."""
@@ -94,8 +108,10 @@ class _AlternationMixin:
             print_log(f'TST augment phase {where}: {num_steps} augmenter steps',
                       logger='current')
         self.runner.model.train()
+        phase_log = AugmentPhaseLog(where)
         for step in range(done + 1, num_steps + 1):
             outputs = self._augment_step(next(batches))
+            phase_log.add(outputs)
             self.runner.message_hub.update_info(PROGRESS_KEY, dict(phase=phase, steps=step))
             if step % LOG_EVERY == 0 or step == num_steps:
                 losses = ', '.join(f'{k}: {float(v):.4f}' for k, v in outputs.items())
@@ -105,6 +121,8 @@ class _AlternationMixin:
             if interval and step % interval == 0 and step < num_steps:
                 self._save_phase_checkpoint(phase, step)
         self.runner.message_hub.update_info(PROGRESS_KEY, None)
+        if phase_log.steps:
+            self._log_summary(phase_log)
 
     def _save_phase_checkpoint(self, phase: str, step: int) -> None:
         """Checkpoint inside a phase, keeping only the newest such file."""
@@ -180,7 +198,7 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
 
     def run_iter(self, idx, data_batch: Sequence[dict]) -> None:
         if self.augment_interval and self._iter % self.augment_interval == 0:
-            self._augment_step(data_batch)
+            self._interval_augment_step(data_batch)
         super().run_iter(idx, data_batch)
 
 
@@ -244,7 +262,7 @@ class TSTIterBasedTrainLoop(_AlternationMixin, IterBasedTrainLoop):
                                         f'before iteration {self._iter + 1}')
             data_batch = next(self.dataloader_iterator)
             if self.augment_interval and self._iter % self.augment_interval == 0:
-                self._augment_step(data_batch)
+                self._interval_augment_step(data_batch)
             self.run_iter(data_batch)
 
             self._decide_current_val_interval()

@@ -2,6 +2,7 @@
 from typing import Optional
 
 import torch.nn as nn
+from mmengine.logging import MessageHub
 from mmengine.model import is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
@@ -62,6 +63,11 @@ class TSTOptimWrapperConstructor:
             paramwise_cfg = cfg.pop('paramwise_cfg', None)
             constructor = DefaultOptimWrapperConstructor(cfg, paramwise_cfg)
             wrappers[phase] = constructor(unwrap(getattr(distiller, phase)))
+        # Gradient clipping reports its norm as `train/grad_norm`, the student's key,
+        # which the logger would print on student lines: the augmenter's goes to a
+        # private hub (the loop logs the augmenter's gradient norms per phase). Built
+        # directly, not by get_instance(), which would make it the current hub.
+        wrappers['augmenter'].message_hub = MessageHub('tst_augmenter')
         extra = [p for p in distiller.distill_losses.parameters() if p.requires_grad]
         if extra:
             wrappers['student'].optimizer.add_param_group({'params': extra})
