@@ -18,7 +18,9 @@ model = dict(
     'faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth',
     augmenter={{_base_.tst_augmenter}},
     distill_losses=dict(
-        # MSE on the five FPN levels; both necks have 256 channels, so no adapter.
+        # MSE on each of the five FPN levels (mean over its elements), summed as the
+        # reference sums its per-level losses; both necks have 256 channels, so no
+        # adapter.
         #
         # No KL on roi_head.bbox_head.fc_cls: its logits are per RoI, and the student's
         # RoIs are its own RPN's proposals (sampled, in a random order), not the
@@ -26,7 +28,7 @@ model = dict(
         # A KL between them would teach noise. Aligning them needs the teacher run on
         # the student's RoIs, which a module-output loss cannot express.
         loss_mimic_fpn=dict(type='FeatureMimic', student='neck', teacher='neck',
-                            loss_weight=1.0)))
+                            reduction='mean', level_reduction='sum', loss_weight=1.0)))
 
 # Two views per image, [x_aug ; x], on mmdet's 2 images per GPU: 4 images per GPU
 # through the student, the lr (0.02 for 8 GPUs x 2) and schedule of mmdet's 2x config.
