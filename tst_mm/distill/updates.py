@@ -59,16 +59,22 @@ def update_by_terms(optim: OptimWrapper, terms: Dict[str, Tensor],
         dict: ``{term: gradient norm on module}`` and ``'total'`` (before clipping).
     """
     params = [p for p in module.parameters() if p.requires_grad]
+
+    def flat_grads() -> Tensor:
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                          for p in params])
+
     names = [name for name, term in terms.items() if term.requires_grad]
-    norms, before = {}, None
+    # Gradients accumulated by earlier micro-batches are not this step's.
+    start = before = flat_grads()
+    norms = {}
     for i, name in enumerate(names):
         optim.backward(optim.scale_loss(terms[name]), retain_graph=i < len(names) - 1)
-        now = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
-                         for p in params])
-        norms[name] = torch.linalg.vector_norm(now if before is None else now - before)
+        now = flat_grads()
+        norms[name] = torch.linalg.vector_norm(now - before)
         before = now
-    if before is not None:
-        norms['total'] = torch.linalg.vector_norm(before)
+    if names:
+        norms['total'] = torch.linalg.vector_norm(before - start)
     scaler = getattr(optim, 'loss_scaler', None)  # AMP: report unscaled norms
     if scaler is not None:
         norms = {k: v / scaler.get_scale() for k, v in norms.items()}
