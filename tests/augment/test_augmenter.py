@@ -251,10 +251,3 @@ def test_autocast_no_grad_and_dtype():
     assert torch.equal(samples[0].gt_instances.bboxes.tensor,
                        ref_samples[0].gt_instances.bboxes.tensor)
     assert 0 <= out.min() and out.max() <= 255 + 1e-3  # bilinear: in range to rounding
-
-
-def test_instance_masks_are_refused_clearly():
-    s = det_sample([RECT], [1])
-    s.gt_instances.masks = torch.zeros(1, H, W)
-    with pytest.raises(ValueError, match='masks'):
-        TSTAugmenter()(torch.zeros(1, 3, H, W), [s])

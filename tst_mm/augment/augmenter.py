@@ -9,21 +9,23 @@ Steps of one forward (``TSTAugmenter.forward``):
    ``T_i(x) - x`` directly);
 3. the sampled geometric ops compose into ONE affine matrix per sample (a gate scales its
    op's parameter, so "off" is the identity) and the image is warped once;
-4. boxes and label maps of new data samples see the same matrix.
+4. boxes, label maps and instance masks of new data samples see the same matrix.
 """
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from mmengine.registry import MODELS
 from mmengine.structures import PixelData
 
-from .geometry import (clip_and_filter_boxes, compose, project_boxes, sampling_theta,
-                       warp_images, warp_label_maps)
+from .geometry import (clip_and_filter_boxes, compose, project_boxes, project_polygons,
+                       sampling_theta, warp_images, warp_label_maps, warp_masks)
 from .ops import OPS, PIXEL_MAX, OpContext
 from .policy import PolicySample, TSTPolicy
 
 Tensor = torch.Tensor
 BOX_FIELDS = ('gt_instances', 'ignored_instances')
+MASK_TYPES = ('BitmapMasks', 'PolygonMasks')
 
 
 @MODELS.register_module()
@@ -50,10 +52,19 @@ class TSTAugmenter(TSTPolicy):
             pixels) is dropped, with its label. Defaults to 1.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
 
+    Instance masks (``gt_instances.masks``, ``ignored_instances.masks``) follow the
+    warp and keep their type: ``BitmapMasks`` by a nearest warp in the image's pixel
+    frame (nearest, not bilinear + threshold: a mask pixel is then exactly the label of
+    the image pixel it was warped with, as for label maps), ``PolygonMasks`` by moving
+    every point exactly and clipping to the image (mmdet's own ``crop``). Masks are host
+    (numpy) data, so they are warped on the host, with the matrices brought over in the
+    same copy as the kept-box mask. An instance whose box is dropped loses its mask.
+
     Randomness: which ops each sample applies comes from torch's CPU generator (so the
     host knows, without reading the device, which ops and rows to compute); gates, signs
     and noise are drawn on the inputs' device. ``torch.manual_seed`` seeds both. The only
-    device-to-host copy is the kept-box mask, once per batch that has boxes and a warp.
+    device-to-host copy is the kept-box mask (with the matrices when there are masks),
+    once per batch that has boxes and a warp.
     """
 
     def __init__(self, ops: Optional[Sequence[str]] = None, num_ops: int = 4,
@@ -82,7 +93,8 @@ class TSTAugmenter(TSTPolicy):
         Returns:
             tuple: the augmented batch (fp32, or fp64 for fp64 inputs; autocast is off
             inside) and new data samples with transformed ``gt_instances``,
-            ``ignored_instances`` and ``gt_sem_seg`` (None if none were given).
+            ``ignored_instances`` (boxes and masks) and ``gt_sem_seg`` (None if none
+            were given).
         """
         n, _, h, w = inputs.shape
         device = inputs.device
@@ -170,10 +182,25 @@ class TSTAugmenter(TSTPolicy):
                                                   self.min_box_size)
             same = identity[owner].to(old.device)
             clipped = torch.where(same[:, None], old, clipped)
-            keep_host = (keep | same).cpu()  # the one sync: boxes are dropped on the host
+            keep = keep | same
+            matrix_host = None
+            if any('masks' in inst for inst in insts):  # the matrices ride along
+                host = torch.cat([keep.to(matrix.dtype), matrix.detach().flatten()]).cpu()
+                keep_host, matrix_host = host[:len(keep)] > 0.5, host[len(keep):].view(-1, 3, 3)
+            else:
+                keep_host = keep.cpu()  # the one sync: boxes are dropped on the host
             parts = zip(groups, insts, clipped.split(counts), keep_host.split(counts))
-            for (r, _, f), inst, b, mask in parts:
+            for (r, k, f), inst, b, mask in parts:
                 inst = inst.clone()  # a new InstanceData: the caller's stays as it was
+                if 'masks' in inst and not _is_identity(matrix_host[k]):
+                    inst.masks = _warp_instance_masks(
+                        inst.masks, matrix_host[k], size, _real_size(samples[r], size))
+                    # The box becomes the warped mask's tight box (a rotated box's
+                    # corners enclose far more than the object); an instance whose
+                    # mask left the image goes too.
+                    tight = _tight_boxes(inst.masks)
+                    mask = mask & (tight[:, 2:] > tight[:, :2]).all(1)
+                    b = tight.to(b.device, b.dtype)
                 raw = inst.bboxes
                 inst.bboxes = type(raw)(b) if not isinstance(raw, Tensor) else b
                 setattr(samples[r], f, inst[mask])
@@ -271,11 +298,16 @@ def _take_rows(x: Tensor, sel: Union[slice, Tensor]) -> Tuple[Tensor, Callable]:
     return mid, lambda rows: torch.cat([head, rows, tail])
 
 
+def _real_size(sample, size: Tuple[int, int]) -> Tuple[int, int]:
+    """A sample's real (h, w) in the (H, W) batch: its ``img_shape``, else the batch's."""
+    shape = sample.metainfo.get('img_shape', size)
+    return min(shape[0], size[0]), min(shape[1], size[1])
+
+
 def _context(samples: Optional[list], x: Tensor, noise: Tensor) -> OpContext:
     """Each sample's real size and mask (from ``img_shape``; the batch size where unknown)."""
     n, _, h, w = x.shape
-    shapes = [s.metainfo.get('img_shape', (h, w)) for s in samples] if samples else []
-    sizes = [(min(s[0], h), min(s[1], w)) for s in shapes] or [(h, w)] * n
+    sizes = [_real_size(s, (h, w)) for s in samples] if samples else [(h, w)] * n
     hw = torch.tensor(sizes, dtype=x.dtype).to(x.device, non_blocking=True)
     padded = any(s != (h, w) for s in sizes)  # decided on the host: no sync
     if padded:
@@ -288,6 +320,33 @@ def _context(samples: Optional[list], x: Tensor, noise: Tensor) -> OpContext:
     return OpContext(valid, hw, noise, padded)
 
 
+def _tight_boxes(masks) -> Tensor:
+    from mmdet.structures.bbox import HorizontalBoxes
+    return HorizontalBoxes.from_instance_masks(masks).tensor
+
+
+def _is_identity(matrix: Tensor) -> bool:
+    return torch.equal(matrix, torch.eye(3, dtype=matrix.dtype))
+
+
+def _warp_instance_masks(masks, matrix: Tensor, size: Tuple[int, int],
+                         real: Tuple[int, int]):
+    """One sample's ``BitmapMasks`` / ``PolygonMasks`` warped by its 3 x 3 host matrix
+    in the (H, W) batch ``size``, clipped to the ``real`` (h, w) image."""
+    from mmdet.structures.mask import BitmapMasks, PolygonMasks  # mmdet-only data
+    height, width = masks.height, masks.width
+    if isinstance(masks, PolygonMasks):
+        moved = PolygonMasks(project_polygons(masks.masks, matrix.double().numpy()),
+                             height, width)
+        clipped = moved.crop(np.array([0, 0, real[1], real[0]], dtype=np.float32))
+        return PolygonMasks(clipped.masks, height, width)
+    frame = torch.zeros(len(masks), *size, dtype=torch.uint8)
+    frame[:, :height, :width] = torch.from_numpy(np.ascontiguousarray(masks.masks))
+    theta = sampling_theta(matrix[None], size)[0]  # as the image's, from the same matrix
+    warped = warp_masks(frame, theta, real)[:, :height, :width]
+    return BitmapMasks(warped.numpy(), height, width)
+
+
 def _check_samples(samples: Optional[list], n: int) -> None:
     if samples is None:
         return
@@ -296,8 +355,11 @@ def _check_samples(samples: Optional[list], n: int) -> None:
     for s in samples:
         for f in BOX_FIELDS:
             inst = _instances(s, f)
-            if inst is not None and 'masks' in inst:
-                raise ValueError(f'TSTAugmenter does not transform instance masks ({f})')
+            masks = inst.get('masks') if inst is not None else None
+            if masks is not None and type(masks).__name__ not in MASK_TYPES:
+                raise TypeError(f'{f}.masks is a {type(masks).__name__}; TSTAugmenter '
+                                f'warps mmdet {" and ".join(MASK_TYPES)} (what '
+                                "mmdet's LoadAnnotations(with_mask=True) gives)")
 
 
 def _instances(sample, field: str):

@@ -1,4 +1,4 @@
-"""One affine warp shared by an image, its boxes and its label map.
+"""One affine warp shared by an image, its boxes, its label map and its instance masks.
 
 Frame (see docs/DESIGN): continuous pixel coordinates, pixel ``i`` spans ``[i, i + 1]``,
 matrices map *source* points to *destination* points. ``F.affine_grid`` wants the inverse
@@ -79,6 +79,44 @@ def warp_label_maps(seg: Tensor, theta: Tensor, ignore_index: int = 255) -> Tens
                         align_corners=False)
     out = out.round().long() - 1
     return out.masked_fill(out < 0, ignore_index).to(seg.dtype)
+
+
+def warp_masks(masks: Tensor, theta: Tensor, valid_hw: Tuple[int, int]) -> Tensor:
+    """Nearest warp of one image's K x H x W binary masks (any dtype, e.g. uint8).
+
+    The source pixel of every destination pixel is computed once for all K masks and
+    gathered, which is exactly ``F.grid_sample(mode='nearest', align_corners=False)``
+    on the same ``theta`` (round half to even, as its ``nearbyint``), without a float
+    copy of the masks. Destinations that read from outside the source, or lie outside
+    the real image ``valid_hw`` (the padding keeps its zeros), are 0.
+
+    Args:
+        masks (Tensor): K x H x W masks in the batch's (padded) frame.
+        theta (Tensor): The image's 2 x 3 ``affine_grid`` theta (:func:`sampling_theta`).
+        valid_hw (tuple[int, int]): The real image's (h, w) inside the H x W frame.
+
+    Returns:
+        Tensor: The warped K x H x W masks, dtype of ``masks``.
+    """
+    k, h, w = masks.shape
+    grid = sampling_grid(theta[None], (1, 1, h, w))[0]  # H x W x 2, normalised
+    ix = torch.round(((grid[..., 0] + 1) * w - 1) / 2)
+    iy = torch.round(((grid[..., 1] + 1) * h - 1) / 2)
+    ys = torch.arange(h, device=masks.device).view(h, 1)
+    xs = torch.arange(w, device=masks.device).view(1, w)
+    keep = ((ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+            & (ys < valid_hw[0]) & (xs < valid_hw[1]))
+    index = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).long().flatten()
+    out = masks.flatten(1).index_select(1, index).view(k, h, w)
+    return out * keep.to(out.dtype)
+
+
+def project_polygons(polygons: list, matrix) -> list:
+    """Each point of mmdet ``PolygonMasks.masks`` (instances x parts x flat xy arrays)
+    moved by one 3 x 3 numpy ``matrix``: exact, in the frame of the boxes."""
+    linear, shift = matrix[:2, :2].T, matrix[:2, 2]
+    return [[(part.reshape(-1, 2) @ linear + shift).reshape(-1).astype(part.dtype)
+             for part in parts] for parts in polygons]
 
 
 def project_boxes(boxes: Tensor, matrix: Tensor) -> Tensor:
