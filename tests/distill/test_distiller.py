@@ -179,6 +179,7 @@ def test_checkpoint_layout_is_the_same_with_and_without_ddp(tmp_path):
     """A checkpoint written under TSTDistributedDataParallel loads into a single-process
     distiller (and back) with every key matched: no `student.module.` prefix."""
     import torch.distributed as dist
+    from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
     from tst_mm.engine import TSTDistributedDataParallel
     from tests.conftest import free_port
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()), RANK='0',
@@ -196,5 +197,13 @@ def test_checkpoint_layout_is_the_same_with_and_without_ddp(tmp_path):
         # an older layout with the wrapper's prefix still loads
         legacy = {k.replace('student.', 'student.module.', 1): v for k, v in state.items()}
         assert single.load_state_dict(legacy, strict=True)
+        # mmengine's loader (--resume, load_from) skips the wrappers; it must find every
+        # key too (it used to find none of the student's under DDP and say so only as a
+        # warning, so a resumed multi-process run restarted the student from scratch).
+        for checkpoint in (single.state_dict(), legacy):
+            fresh = TSTDistributedDataParallel(build(tiny_cfg().model))
+            mmengine_load_state_dict(fresh, checkpoint, strict=True)
+            torch.testing.assert_close(fresh.module.student.module.state_dict(),
+                                       single.student.state_dict())
     finally:
         dist.destroy_process_group()

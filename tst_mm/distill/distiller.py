@@ -171,12 +171,14 @@ class TSTDistiller(BaseModel):
         return self
 
     def _fit_state_dict(self, state_dict, prefix, *args) -> None:
-        """Adapt a canonical (or an older, wrapped) state dict to this model."""
-        wrapped, bare = f'{prefix}student.module.', f'{prefix}student.'
-        if is_model_wrapper(self.student):
-            _rename_prefix(state_dict, bare, wrapped, unless=wrapped)
-        else:
-            _rename_prefix(state_dict, wrapped, bare)
+        """Adapt an older, wrapped state dict to the canonical layout; add the teacher.
+
+        The student's keys stay bare (``student.backbone...``) even under DDP: mmengine's
+        loader (``--resume``, ``load_from``) skips model wrappers and looks for exactly
+        these; torch's ``load_state_dict`` walks into the wrapper, whose own pre-hook
+        adds ``module.`` (:class:`tst_mm.engine.TSTDistributedDataParallel`).
+        """
+        _rename_prefix(state_dict, f'{prefix}student.module.', f'{prefix}student.')
         for key, value in self.teacher.state_dict().items():
             state_dict.setdefault(f'{prefix}teacher.{key}', value)
 
@@ -294,10 +296,9 @@ class TSTDistiller(BaseModel):
         return _unwrap(self.student)(inputs, data_samples, mode)
 
 
-def _rename_prefix(state_dict: dict, old: str, new: str, unless: str = None) -> None:
+def _rename_prefix(state_dict: dict, old: str, new: str) -> None:
     for key in [k for k in state_dict if k.startswith(old)]:
-        if unless is None or not key.startswith(unless):
-            state_dict[new + key[len(old):]] = state_dict.pop(key)
+        state_dict[new + key[len(old):]] = state_dict.pop(key)
 
 
 def _canonical_state_dict(module, state_dict, prefix, local_metadata) -> None:

@@ -42,6 +42,7 @@ class TSTDistributedDataParallel(nn.Module):
             device_ids = [torch.cuda.current_device()]
         module.student = MMDistributedDataParallel(
             module=module.student, device_ids=device_ids, **ddp_kwargs)
+        module.student._register_load_state_dict_pre_hook(_into_wrapper)
         # Start every rank from rank 0's augmenter and adapters (the student's DDP
         # does the same for the student).
         for tensor in [*module.augmenter.state_dict().values(),
@@ -61,3 +62,15 @@ class TSTDistributedDataParallel(nn.Module):
 
     def test_step(self, data):
         return self.module.test_step(data)
+
+
+def _into_wrapper(state_dict, prefix, *args) -> None:
+    """Checkpoints keep the student's keys bare (``student.backbone...``).
+
+    torch's ``load_state_dict`` walks into the DDP wrapper and needs them under its
+    ``module.``; mmengine's loader (``--resume``, ``load_from``) skips wrappers, never
+    calls this hook, and finds the bare keys where it looks for them.
+    """
+    inner = f'{prefix}module.'
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+        state_dict[inner + key[len(prefix):]] = state_dict.pop(key)
