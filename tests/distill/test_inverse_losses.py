@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdet.models.losses import CrossEntropyLoss as DetCE
-from mmdet.models.losses import FocalLoss, GIoULoss, IoULoss, L1Loss, SmoothL1Loss
+from mmdet.models.losses import DiceLoss, FocalLoss, GIoULoss, IoULoss, L1Loss, SmoothL1Loss
 from mmseg.models.losses import CrossEntropyLoss as SegCE
 from tst_mm.distill import (InvertedTaskLoss, inverse_softmax_logits, inversion_of,
                             inverted_task_losses)
@@ -118,6 +118,25 @@ def test_focal_loss_mean_reduction_averages_every_anchor_and_class(keywords):
     assert 'reduction=' in repr(inverse) and inverse.reduction == 'mean'
 
 
+def _dice(p, t, eps=1e-3):
+    """1 - the V-Net Dice coefficient per sample (eps in each squared sum, as mmdet)."""
+    p, t = p.flatten(1).double(), t.flatten(1).double()
+    return 1 - 2 * (p * t).sum(1) / ((p * p).sum(1) + (t * t).sum(1) + 2 * eps)
+
+
+def test_dice_loss_on_flipped_probability():
+    torch.manual_seed(0)
+    x, t = torch.randn(3, 7, 7), (torch.rand(3, 7, 7) > 0.5).float()
+    loss = InvertedTaskLoss(DiceLoss(loss_weight=2.0))(x, t)
+    torch.testing.assert_close(loss.double(), 2.0 * _dice(1 - torch.sigmoid(x), t).mean())
+    # activate=False: the predictions are probabilities, flipped as 1 - p
+    on_probs = InvertedTaskLoss(DiceLoss(activate=False, loss_weight=2.0))(
+        torch.sigmoid(x), t)
+    torch.testing.assert_close(on_probs, loss, rtol=1e-5, atol=1e-6)
+    with pytest.raises(NotImplementedError, match='use_sigmoid=False'):
+        InvertedTaskLoss(DiceLoss(use_sigmoid=False))
+
+
 def _boxes(n, seed):
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 2, generator=g) * 20
@@ -177,7 +196,7 @@ def _sgd(param, objective, steps=30, lr=0.1):
 
 
 @pytest.mark.parametrize('name', ['softmax_ce', 'sigmoid_ce', 'focal', 'l1', 'giou',
-                                  'seg_ce'])
+                                  'seg_ce', 'dice'])
 def test_minimising_the_inverse_increases_the_original(name):
     torch.manual_seed(0)
     kwargs, lr = {}, 0.1
@@ -195,6 +214,9 @@ def test_minimising_the_inverse_increases_the_original(name):
     elif name == 'giou':
         # Box coordinates are in pixels, where the GIoU gradient is small.
         loss, x, target, lr = GIoULoss(), _boxes(6, 0), _boxes(6, 1), 20.0
+    elif name == 'dice':
+        loss, x = DiceLoss(), torch.randn(4, 6, 6)
+        target, lr = (torch.rand(4, 6, 6) > 0.5).float(), 2.0
     else:
         loss, x = SegCE(avg_non_ignore=True), torch.randn(1, 5, 4, 4)
         target = torch.randint(0, 5, (1, 4, 4))

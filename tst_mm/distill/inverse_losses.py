@@ -7,7 +7,7 @@ inverse is the *non-saturating* form (as in GAN generators), whose gradient is l
 exactly where the student is confident and right:
 
 - softmax cross-entropy ``-log p_y``      -> ``-log(1 - p_y)``;
-- sigmoid cross-entropy / focal loss    -> the same loss on ``1 - p`` (negated logits);
+- sigmoid cross-entropy / focal / Dice  -> the same loss on ``1 - p`` (negated logits);
 - regression (L1, SmoothL1, IoU, ...)   -> the negated loss.
 
 How the inverse is *reduced* decides whether the augmenter serves both of its terms
@@ -78,8 +78,20 @@ def inverse_softmax_logits(logits: Tensor, label: Tensor) -> Tensor:
 
 def _flip_probability(loss: nn.Module, pred: Tensor, args: tuple,
                       kwargs: dict) -> Tuple[Tensor, tuple, dict]:
-    # sigmoid(-x) = 1 - sigmoid(x); FocalLoss(activated=True) takes probabilities.
-    return (1 - pred if getattr(loss, 'activated', False) else -pred), args, kwargs
+    # sigmoid(-x) = 1 - sigmoid(x); FocalLoss(activated=True) and DiceLoss(activate=
+    # False) take probabilities.
+    probabilities = getattr(loss, 'activated', False) or \
+        getattr(loss, 'activate', True) is False
+    return (1 - pred if probabilities else -pred), args, kwargs
+
+
+def _dice(loss: nn.Module) -> str:
+    # mmdet's DiceLoss scores each pixel with a sigmoid (use_sigmoid=False is not
+    # implemented there either).
+    if not getattr(loss, 'use_sigmoid', True):
+        raise NotImplementedError('mmdet DiceLoss(use_sigmoid=False) has no inverse '
+                                  '(mmdet does not implement it either)')
+    return 'flip_probability'
 
 
 def _inverse_softmax(loss: nn.Module, pred: Tensor, args: tuple,
@@ -118,6 +130,7 @@ _REGRESSION = ('L1Loss', 'SmoothL1Loss', 'BalancedL1Loss', 'MSELoss', 'IoULoss',
 # may change the math, so it has to be listed explicitly.
 INVERSIONS: Dict[str, Any] = {
     'mmdet.FocalLoss': 'flip_probability',
+    'mmdet.DiceLoss': _dice,  # mask heads of SOLO, CondInst, RTMDet-Ins, Mask2Former
     'mmdet.CrossEntropyLoss': _cross_entropy,
     'mmseg.CrossEntropyLoss': _cross_entropy,
     **{f'mmdet.{name}': 'negate' for name in _REGRESSION},
