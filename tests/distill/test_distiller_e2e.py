@@ -4,12 +4,14 @@ import json
 import os.path as osp
 
 import pytest
+import torch
 
 from tests.conftest import REPO, TEST_CONFIGS, free_port, run, train
 from tests.tools.test_train_tools import logged_losses
 
 TST_TINY = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny.py')
 PROBE = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_probe.py')
+RANK_RECORD = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_rank_record.py')
 
 
 def read_probe(work_dir, rank=0) -> dict:
@@ -124,3 +126,38 @@ def test_resume_inside_an_augment_phase(workspace, steps):
     assert sorted(continued) == [3, 4]
     for it in (3, 4):
         assert continued[it] == pytest.approx(reference[it], rel=1e-5, abs=1e-6)
+
+
+def dist_train(config, work_dir, cwd, procs, *extra):
+    """``bash tools/dist_train.sh CONFIG PROCS --work-dir WORK_DIR EXTRA...``"""
+    return run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, str(procs),
+                '--work-dir', str(work_dir), *extra], cwd, env={'PORT': str(free_port())})
+
+
+def read_rank_record(work_dir, rank):
+    with open(osp.join(str(work_dir), f'losses_rank{rank}.json')) as f:
+        losses = json.load(f)
+    weights = torch.load(osp.join(str(work_dir), f'final_rank{rank}.pth'),
+                         map_location='cpu', weights_only=True)
+    return losses, weights
+
+
+def test_dist_train_resume_is_exact_on_every_rank(workspace):
+    """2 processes, each with its own random stream (diff_rank_seed), augment phases
+    either side of iteration 3: resumed from iter_3.pth, every rank logs the
+    uninterrupted run's losses bit for bit and ends with its weights, augmenter
+    included."""
+    straight, resumed = workspace / 'straight', workspace / 'resumed'
+    dist_train(RANK_RECORD, straight, workspace, 2)
+    dist_train(RANK_RECORD, resumed, workspace, 2, '--resume', str(straight / 'iter_3.pth'))
+    for rank in (0, 1):
+        reference, reference_weights = read_rank_record(straight, rank)
+        losses, weights = read_rank_record(resumed, rank)
+        assert sorted(reference) == ['1', '2', '3', '4', '5', '6']
+        assert sorted(losses) == ['4', '5', '6']
+        for it in losses:
+            assert losses[it] == reference[it], f'rank {rank}, iteration {it}'
+        assert weights.keys() == reference_weights.keys()
+        changed = [k for k in weights if not torch.equal(weights[k], reference_weights[k])]
+        assert not changed, f'rank {rank}: {len(changed)} tensors differ: {changed[:5]}'
+        assert any(k.startswith('augmenter.') for k in weights)

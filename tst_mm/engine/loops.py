@@ -56,7 +56,7 @@ class _AlternationMixin:
         if not hasattr(model, 'augment_step'):
             raise TypeError(f'{type(self).__name__} trains a TSTDistiller (a model with '
                             f'`augment_step`), got {type(model).__name__}')
-        self.rng_hook = RNGStateHook()
+        self.rng_hook = RNGStateHook(self.runner)
         self.runner.register_hook(self.rng_hook)
         self._interval_log = AugmentPhaseLog('every-k steps')
 
