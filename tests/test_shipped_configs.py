@@ -31,7 +31,7 @@ IMAGE = (64, 128)  # (h, w) of the images of the one student step
 def test_configs_are_shipped():
     names = {osp.basename(path) for path in CONFIGS}
     assert {'retinanet_r101_r50_coco.py', 'retinanet_x101_r50_coco.py',
-            'faster-rcnn_r101_r50_coco.py'} <= names
+            'faster-rcnn_r101_r50_coco.py', 'mask-rcnn_r101_r50_coco.py'} <= names
 
 
 @pytest.fixture(params=CONFIGS, ids=lambda path: osp.basename(path))
@@ -183,9 +183,10 @@ def _batch(scope: str, student) -> dict:
         from mmdet.testing import demo_mm_inputs
         head = student.bbox_head if hasattr(student, 'bbox_head') else \
             student.roi_head.bbox_head
+        with_mask = getattr(getattr(student, 'roi_head', None), 'with_mask', False)
         return demo_mm_inputs(batch_size=2, image_shapes=[(3, *IMAGE)] * 2,
                               num_items=[2, 1], num_classes=head.num_classes,
-                              use_box_type=True)
+                              use_box_type=True, with_mask=with_mask)
     assert scope == 'mmseg', f'no test batch for default_scope {scope!r}'
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
