@@ -12,6 +12,7 @@ from tests.tools.test_train_tools import logged_losses
 TST_TINY = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny.py')
 PROBE = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_probe.py')
 RANK_RECORD = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_rank_record.py')
+EPOCH_RECORD = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_epoch_record.py')
 
 
 def read_probe(work_dir, rank=0) -> dict:
@@ -34,7 +35,9 @@ def test_iter_loop_alternates(workspace):
     out = train(PROBE, workspace / 'run', workspace).stdout
     assert 'TST augment phase before iteration 1' in out
     assert 'TST augment phase before iteration 3' in out
-    assert_phases(read_probe(workspace / 'run')['records'], augment_before=[0, 2])
+    probe = read_probe(workspace / 'run')
+    assert_phases(probe['records'], augment_before=[0, 2])
+    assert probe['student_batches'] == [4, 4, 4, 4]  # [x_aug ; x], batch 2
     losses = logged_losses(workspace / 'run')
     assert sorted(losses) == [1, 2, 3, 4]
     assert 'coco/bbox_mAP:' in out  # validation evaluates the student
@@ -59,6 +62,10 @@ def test_epoch_loop_alternates(workspace):
     # 8 images, batch 2: 4 iterations per epoch; one pass of 4 augmenter steps
     assert 'TST augment phase before epoch 2: step 4/4' in out
     assert_phases(read_probe(workspace / 'run')['records'], augment_before=[4])
+    # ... and the phase leaves the epoch after it its 4 batches (mmdet's
+    # AspectRatioBatchSampler, suspended after the phase's last batch, used to hand
+    # that batch on to the epoch as a fifth).
+    assert sorted(logged_losses(workspace / 'run')) == list(range(1, 9))
 
 
 def test_every_k_iterations_mode(workspace):
@@ -142,22 +149,67 @@ def read_rank_record(work_dir, rank):
     return losses, weights
 
 
-def test_dist_train_resume_is_exact_on_every_rank(workspace):
-    """2 processes, each with its own random stream (diff_rank_seed), augment phases
-    either side of iteration 3: resumed from iter_3.pth, every rank logs the
-    uninterrupted run's losses bit for bit and ends with its weights, augmenter
-    included."""
-    straight, resumed = workspace / 'straight', workspace / 'resumed'
-    dist_train(RANK_RECORD, straight, workspace, 2)
-    dist_train(RANK_RECORD, resumed, workspace, 2, '--resume', str(straight / 'iter_3.pth'))
-    for rank in (0, 1):
+def assert_resumed_exactly(straight, resumed, iters, continued, ranks=(0,)):
+    """Every rank of the resumed run logged the uninterrupted run's losses for the
+    1-based iterations ``continued`` (of ``iters``), bit for bit, and ended with the
+    same weights, augmenter included (see tests/plugins/rank_record.py)."""
+    for rank in ranks:
         reference, reference_weights = read_rank_record(straight, rank)
         losses, weights = read_rank_record(resumed, rank)
-        assert sorted(reference) == ['1', '2', '3', '4', '5', '6']
-        assert sorted(losses) == ['4', '5', '6']
+        assert sorted(reference, key=int) == [str(i) for i in iters]
+        assert sorted(losses, key=int) == [str(i) for i in continued]
         for it in losses:
             assert losses[it] == reference[it], f'rank {rank}, iteration {it}'
         assert weights.keys() == reference_weights.keys()
         changed = [k for k in weights if not torch.equal(weights[k], reference_weights[k])]
         assert not changed, f'rank {rank}: {len(changed)} tensors differ: {changed[:5]}'
         assert any(k.startswith('augmenter.') for k in weights)
+
+
+def test_dist_train_resume_is_exact_on_every_rank(workspace):
+    """2 processes, each with its own random stream (diff_rank_seed), augment phases
+    either side of iteration 3: resumed from iter_3.pth, every rank logs the
+    uninterrupted run's losses bit for bit and ends with its weights."""
+    straight, resumed = workspace / 'straight', workspace / 'resumed'
+    dist_train(RANK_RECORD, straight, workspace, 2)
+    dist_train(RANK_RECORD, resumed, workspace, 2, '--resume', str(straight / 'iter_3.pth'))
+    assert_resumed_exactly(straight, resumed, range(1, 7), range(4, 7), ranks=(0, 1))
+
+
+def test_epoch_loop_resumes_exactly_at_an_epoch_boundary(workspace):
+    """2 epochs of 4 iterations, an augment phase before the second: resumed from
+    epoch_1.pth, the phase and the second epoch are those of the uninterrupted run."""
+    straight, resumed = workspace / 'straight', workspace / 'resumed'
+    train(EPOCH_RECORD, straight, workspace)
+    out = train(EPOCH_RECORD, resumed, workspace, '--resume',
+                str(straight / 'epoch_1.pth')).stdout
+    assert 'TST augment phase before epoch 2: step 4/4' in out
+    assert_resumed_exactly(straight, resumed, range(1, 9), range(5, 9))
+
+
+def test_epoch_loop_resumes_exactly_inside_a_two_pass_augment_phase(workspace):
+    """augment_passes=2: 8 augmenter steps before epoch 2, a checkpoint after step 5 (in
+    the second pass); resumed from it, the run ends as the uninterrupted one."""
+    phase = ['--cfg-options', 'train_cfg.augment_passes=2',
+             'train_cfg.augment_checkpoint_interval=5']
+    straight, resumed = workspace / 'straight', workspace / 'resumed'
+    out = train(EPOCH_RECORD, straight, workspace, *phase).stdout
+    assert 'TST augment phase before epoch 2: 8 augmenter steps' in out
+    assert 'TST augment phase before epoch 2: step 8/8' in out
+    assert_phases(read_probe(straight)['records'], augment_before=[4])
+    ckpt = straight / 'augment_epoch_1_step_5.pth'
+    out = train(EPOCH_RECORD, resumed, workspace, '--resume', str(ckpt), *phase).stdout
+    assert 'TST augment phase before epoch 2: resuming after step 5' in out
+    assert 'TST augment phase before epoch 2: step 8/8' in out
+    assert_resumed_exactly(straight, resumed, range(1, 9), range(5, 9))
+
+
+def test_student_learns_from_the_augmented_view_only(workspace):
+    """student_views=('aug',): the student's batch is the augmented images alone (2,
+    not [x_aug ; x] = 4), the augmenter is trained in its phases only."""
+    out = train(PROBE, workspace / 'run', workspace, '--cfg-options',
+                'model.student_views=[aug]').stdout
+    assert 'TST augment phase before iteration 3' in out
+    probe = read_probe(workspace / 'run')
+    assert_phases(probe['records'], augment_before=[0, 2])
+    assert probe['student_batches'] == [2, 2, 2, 2]  # test_iter_loop_alternates: 4

@@ -183,9 +183,14 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
 
     def run_epoch(self) -> None:
         if self._epoch in self.augment_epochs:
-            self._run_augment_phase(self._augment_batches(),
-                                    self.augment_passes * len(self.dataloader),
+            batches = self._augment_batches()
+            self._run_augment_phase(batches, self.augment_passes * len(self.dataloader),
                                     f'epoch_{self._epoch}', f'before epoch {self._epoch + 1}')
+            # Let the last pass finish: a batch sampler left suspended after its last
+            # batch keeps state (mmdet's AspectRatioBatchSampler still holds that batch
+            # in its buckets) and would hand it to the epoch below as an extra batch.
+            for _ in batches:
+                pass
         super().run_epoch()
 
     def _augment_batches(self) -> Iterator:
