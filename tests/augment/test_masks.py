@@ -63,20 +63,50 @@ def _mask_boxes(masks) -> torch.Tensor:
                         dtype=torch.float32)
 
 
-def test_warp_masks_is_grid_sample_nearest():
+def _tight(masks: torch.Tensor) -> torch.Tensor:
+    boxes = torch.zeros(len(masks), 4)
+    for i, m in enumerate(masks):
+        if m.any():
+            ys, xs = m.nonzero(as_tuple=True)
+            boxes[i] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return boxes
+
+
+@pytest.mark.parametrize('blobs', [False, True])
+def test_warp_masks_is_grid_sample_nearest(blobs):
+    """The same pixels as grid_sample's nearest mode on the same theta, whether the
+    masks cover the image (noise) or small regions (only those are computed)."""
     torch.manual_seed(0)
     masks = (torch.rand(3, H, W) > 0.5).to(torch.uint8)
+    if blobs:
+        masks.zero_()
+        masks[0, 5:20, 10:30] = 1
+        masks[1, 40:60, 70:95] = 1  # partly rotated out of the image
+        masks[2, 30:31, 40:41] = 1  # one pixel
     angle, shear = 0.4, 0.2
     matrix = torch.tensor([[np.cos(angle), -np.sin(angle) + shear, 7.3],
-                           [np.sin(angle), np.cos(angle), -4.6], [0., 0., 1.]])
-    theta = sampling_theta(matrix[None].float(), (H, W))[0]
+                           [np.sin(angle), np.cos(angle), -4.6], [0., 0., 1.]]).float()
+    theta = sampling_theta(matrix[None], (H, W))[0]
     reference = F.grid_sample(masks[None].float(), sampling_grid(theta[None], (1, 3, H, W)),
                               mode='nearest', padding_mode='zeros', align_corners=False)
-    assert torch.equal(warp_masks(masks, theta, (H, W)), reference[0].to(torch.uint8))
+    reference = reference[0].to(torch.uint8)
+    warped, boxes = warp_masks(masks.numpy(), theta, matrix, (H, W), (H, W))
+    assert torch.equal(torch.from_numpy(warped), reference)
+    assert torch.equal(boxes, _tight(reference))
     # destinations beyond the real image stay 0 (the padding)
-    cut = warp_masks(masks, theta, (H - 10, W - 20))
+    cut, _ = warp_masks(masks.numpy(), theta, matrix, (H, W), (H - 10, W - 20))
+    cut = torch.from_numpy(cut)
     assert not cut[:, H - 10:].any() and not cut[:, :, W - 20:].any()
-    assert torch.equal(cut[:, :H - 10, :W - 20], reference[0, :, :H - 10, :W - 20].byte())
+    assert torch.equal(cut[:, :H - 10, :W - 20], reference[:, :H - 10, :W - 20])
+    # masks smaller than the batch (no mask padding): the same pixels, cropped
+    small, _ = warp_masks(masks[:, :H - 10, :W - 20].numpy(), theta, matrix, (H, W),
+                          (H - 10, W - 20))  # a strided view, as numpy slices give
+    small = torch.from_numpy(small)
+    expected = F.grid_sample(
+        F.pad(masks[:, :H - 10, :W - 20], (0, 20, 0, 10))[None].float(),
+        sampling_grid(theta[None], (1, 3, H, W)), mode='nearest', padding_mode='zeros',
+        align_corners=False)[0, :, :H - 10, :W - 20].to(torch.uint8)
+    assert torch.equal(small, expected)
 
 
 @pytest.mark.parametrize('kind', ['bitmap', 'polygon'])

@@ -1,7 +1,7 @@
 """Benchmark TSTAugmenter's forward + backward against two unfused baselines.
 
     python tools/benchmark/bench_augmenter.py [--device cpu] [--seeds 4] [--repeats 2]
-        [--retinanet] [--scaling] [--threads N] [--clock wall|cpu]
+        [--retinanet] [--scaling] [--masks] [--threads N] [--clock wall|cpu]
 
 For each batch shape and each seed, every method applies the SAME policy draw (the
 augmenter's own ``sample`` under that seed), then backpropagates ``(out * w).sum()``
@@ -20,7 +20,8 @@ phase. Methods are interleaved per draw and each time is the best of ``--repeats
 which keeps the comparison fair on a shared machine. ``--retinanet`` adds mmdet's
 RetinaNet-R50 (``init_cfg=None``, random weights) forward + backward at the same batch,
 the student cost the augmenter should stay well below; ``--scaling`` adds other image
-sizes and batch sizes.
+sizes and batch sizes. ``--masks`` times the augmenter with 10 and 50 instances per image
+at COCO size: boxes only, and boxes with their ``BitmapMasks`` or ``PolygonMasks``.
 """
 import argparse
 import statistics
@@ -164,6 +165,53 @@ def det_samples(n, h, w):
     return out
 
 
+def mask_samples(n, h, w, instances, kind):
+    """``det_samples`` with ``instances`` boxes per image and, unless ``kind`` is None,
+    an octagon mask per instance inscribed in its box (bitmap or polygon)."""
+    from mmdet.structures.mask import BitmapMasks, PolygonMasks
+    from mmdet.structures.bbox import HorizontalBoxes
+    from mmengine.structures import InstanceData
+    g = torch.Generator().manual_seed(instances)
+    angles = torch.arange(8) * (2 * torch.pi / 8)
+    out = []
+    for sample in det_samples(n, h, w):
+        xy = torch.rand(instances, 2, generator=g) * torch.tensor([w * .7, h * .7])
+        wh = torch.rand(instances, 2, generator=g) * torch.tensor([w * .3, h * .3]) + 8
+        boxes = torch.cat([xy, xy + wh], 1)
+        sample.gt_instances = InstanceData(
+            bboxes=HorizontalBoxes(boxes),
+            labels=torch.randint(0, 80, (instances,), generator=g))
+        if kind is not None:
+            centre, radius = xy + wh / 2, wh / 2
+            points = centre[:, None] + radius[:, None] * torch.stack(
+                [angles.cos(), angles.sin()], 1)  # instances x 8 x 2
+            polygons = PolygonMasks([[p.flatten().double().numpy()] for p in points], h, w)
+            sample.gt_instances.masks = polygons if kind == 'polygon' \
+                else polygons.to_bitmap()
+        out.append(sample)
+    return out
+
+
+def bench_masks(aug, device, seeds, repeats, sync, shape=(2, 3, 800, 1333)):
+    """Seconds per augmenter forward + backward with boxes only and with masks."""
+    n, _, h, w = shape
+    img = (torch.rand(shape, device=device) * 255).round()
+    params, weight = list(aug.parameters()), torch.randn(shape, device=device)
+    rows = {}
+    for instances in (10, 50):
+        methods = {kind: mask_samples(n, h, w, instances, kind)
+                   for kind in (None, 'bitmap', 'polygon')}
+        times = {k: [] for k in methods}
+        for s in range(0, seeds + 1):  # seed 0 warms up
+            for kind, samples in methods.items():
+                t = timed(lambda: run_fused(aug, img, samples, s), params, sync, True,
+                          repeats, weight)
+                if s:
+                    times[kind].append(t)
+        rows[instances] = {k: statistics.mean(v) for k, v in times.items()}
+    return rows
+
+
 def bench_shape(aug, shape, device, seeds, repeats, sync):
     """Seconds per forward + backward of each method, averaged over ``seeds`` draws (each
     the best of ``repeats``); ``no-grad``: the augmenter's forward alone, as in the
@@ -225,6 +273,8 @@ def main():
     parser.add_argument('--repeats', type=int, default=2, help='runs per draw (best kept)')
     parser.add_argument('--retinanet', action='store_true')
     parser.add_argument('--scaling', action='store_true', help='also other sizes / batches')
+    parser.add_argument('--masks', action='store_true',
+                        help='only the instance-mask table (10 and 50 per image, COCO size)')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s)')
     parser.add_argument('--clock', choices=list(CLOCKS), default='wall',
                         help='cpu: process CPU time, robust on a shared machine with 1 thread')
@@ -240,6 +290,16 @@ def main():
           f'{torch.get_num_threads()} threads, {args.clock} clock; seconds per call, mean '
           f'over {args.seeds} '
           f'policy draws, best of {args.repeats} runs each')
+    if args.masks:
+        print('| instances / image (2x3x800x1333) | boxes only | + BitmapMasks | '
+              '+ PolygonMasks | bitmap / boxes | polygon / boxes |')
+        print('|---' * 6 + '|')
+        for instances, t in bench_masks(aug, device, args.seeds, args.repeats,
+                                        sync).items():
+            print(f"| {instances} | {t[None]:.3f} | {t['bitmap']:.3f} | "
+                  f"{t['polygon']:.3f} | {t['bitmap'] / t[None]:.2f}x | "
+                  f"{t['polygon'] / t[None]:.2f}x |", flush=True)
+        return
     shapes = [(2, 3, 800, 1333), (2, 3, 512, 1024)]
     if args.scaling:
         shapes += [(2, 3, 256, 512), (2, 3, 1024, 2048), (1, 3, 512, 1024),

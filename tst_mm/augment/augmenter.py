@@ -193,17 +193,16 @@ class TSTAugmenter(TSTPolicy):
             for (r, k, f), inst, b, mask in parts:
                 inst = inst.clone()  # a new InstanceData: the caller's stays as it was
                 if 'masks' in inst and not _is_identity(matrix_host[k]):
-                    inst.masks = _warp_instance_masks(
+                    inst.masks, tight = _warp_instance_masks(
                         inst.masks, matrix_host[k], size, _real_size(samples[r], size))
                     # The box becomes the warped mask's tight box (a rotated box's
                     # corners enclose far more than the object); an instance whose
                     # mask left the image goes too.
-                    tight = _tight_boxes(inst.masks)
                     mask = mask & (tight[:, 2:] > tight[:, :2]).all(1)
                     b = tight.to(b.device, b.dtype)
                 raw = inst.bboxes
                 inst.bboxes = type(raw)(b) if not isinstance(raw, Tensor) else b
-                setattr(samples[r], f, inst[mask])
+                setattr(samples[r], f, _select(inst, mask))
         # Label maps, all warped samples at once.
         seg_rows = [k for k, r in enumerate(rows_list) if hasattr(samples[r], 'gt_sem_seg')]
         if seg_rows:
@@ -320,9 +319,19 @@ def _context(samples: Optional[list], x: Tensor, noise: Tensor) -> OpContext:
     return OpContext(valid, hw, noise, padded)
 
 
-def _tight_boxes(masks) -> Tensor:
-    from mmdet.structures.bbox import HorizontalBoxes
-    return HorizontalBoxes.from_instance_masks(masks).tensor
+def _select(inst, keep: Tensor):
+    """``inst[keep]``, faster: nothing when all are kept, masks by one numpy index
+    (InstanceData indexes them one instance at a time and concatenates)."""
+    if keep.all():
+        return inst
+    masks = inst.pop('masks', None)
+    kept = inst[keep]
+    if isinstance(getattr(masks, 'masks', None), np.ndarray):  # BitmapMasks
+        kept.masks = _bitmap_masks(type(masks), masks.masks[keep.numpy()], masks.height,
+                                   masks.width)
+    elif masks is not None:
+        kept.masks = masks[keep.numpy()]
+    return kept
 
 
 def _is_identity(matrix: Tensor) -> bool:
@@ -330,21 +339,30 @@ def _is_identity(matrix: Tensor) -> bool:
 
 
 def _warp_instance_masks(masks, matrix: Tensor, size: Tuple[int, int],
-                         real: Tuple[int, int]):
+                         real: Tuple[int, int]) -> tuple:
     """One sample's ``BitmapMasks`` / ``PolygonMasks`` warped by its 3 x 3 host matrix
-    in the (H, W) batch ``size``, clipped to the ``real`` (h, w) image."""
-    from mmdet.structures.mask import BitmapMasks, PolygonMasks  # mmdet-only data
+    in the (H, W) batch ``size`` and clipped to the ``real`` (h, w) image, and the
+    warped masks' tight boxes."""
+    from mmdet.structures.bbox import HorizontalBoxes  # mmdet-only data
+    from mmdet.structures.mask import PolygonMasks
     height, width = masks.height, masks.width
     if isinstance(masks, PolygonMasks):
         moved = PolygonMasks(project_polygons(masks.masks, matrix.double().numpy()),
                              height, width)
         clipped = moved.crop(np.array([0, 0, real[1], real[0]], dtype=np.float32))
-        return PolygonMasks(clipped.masks, height, width)
-    frame = torch.zeros(len(masks), *size, dtype=torch.uint8)
-    frame[:, :height, :width] = torch.from_numpy(np.ascontiguousarray(masks.masks))
+        warped = PolygonMasks(clipped.masks, height, width)
+        return warped, HorizontalBoxes.from_instance_masks(warped).tensor
     theta = sampling_theta(matrix[None], size)[0]  # as the image's, from the same matrix
-    warped = warp_masks(frame, theta, real)[:, :height, :width]
-    return BitmapMasks(warped.numpy(), height, width)
+    warped, boxes = warp_masks(masks.masks, theta, matrix, size, real)
+    return _bitmap_masks(type(masks), warped, height, width), boxes
+
+
+def _bitmap_masks(cls, array: np.ndarray, height: int, width: int):
+    """``cls(array, height, width)`` without its copy: BitmapMasks(array) copies through
+    np.stack, touching every (lazily zeroed) page of a new array."""
+    masks = cls([], height, width)
+    masks.masks = array
+    return masks
 
 
 def _check_samples(samples: Optional[list], n: int) -> None:
