@@ -47,8 +47,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run(cmd, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
-    """Run a command like a user in ``cwd``; fail the test with its output on error."""
+def run(cmd, cwd, env=None, timeout=900, check=True) -> subprocess.CompletedProcess:
+    """Run a command like a user in ``cwd``; fail the test with its output on error
+    (with ``check=False``, return whatever it did)."""
     full_env = dict(os.environ)
     # The venv's python first, so `python` in the shell scripts is the test's python.
     full_env['PATH'] = osp.dirname(sys.executable) + os.pathsep + full_env['PATH']
@@ -57,13 +58,14 @@ def run(cmd, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
     full_env.update(env or {})
     proc = subprocess.run(cmd, cwd=str(cwd), env=full_env, timeout=timeout,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         pytest.fail(f'{" ".join(map(str, cmd))} exited {proc.returncode}:\n'
                     f'{proc.stdout[-6000:]}')
     return proc
 
 
-def train(config, work_dir, cwd, *extra, env=None) -> subprocess.CompletedProcess:
+def train(config, work_dir, cwd, *extra, env=None,
+          check=True) -> subprocess.CompletedProcess:
     """``python tools/train.py CONFIG --work-dir WORK_DIR EXTRA...``"""
     return run([sys.executable, osp.join(REPO, 'tools', 'train.py'), config,
-                '--work-dir', str(work_dir), *extra], cwd, env)
+                '--work-dir', str(work_dir), *extra], cwd, env, check=check)

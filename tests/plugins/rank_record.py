@@ -12,9 +12,9 @@ from mmengine.registry import HOOKS
 
 @HOOKS.register_module()
 class RankRecordHook(Hook):
-    """Writes ``losses_rank<R>.json`` (1-based iteration -> this rank's logged values, as the
-    exact floats' hex) and ``final_rank<R>.pth`` (the model's state dict) after
-    training."""
+    """After training, writes ``losses_rank<R>.json`` (1-based iteration -> this
+    rank's logged values, as the exact floats' hex) and ``final_rank<R>.pth`` (the
+    model's state dict)."""
 
     def __init__(self) -> None:
         self.losses = {}

@@ -13,6 +13,7 @@ from torch import Tensor
 from .freeze import frozen
 from .inverse_losses import (INVERSE_REDUCTIONS, find_task_losses, inversion_of,
                              inverted_task_losses)
+from .nonfinite import NonFiniteGuard, bounded
 from .normalize import InputNormalizer
 from .recorders import ModuleOutputRecorder
 from .teacher import load_teacher, model_cfg
@@ -69,6 +70,16 @@ class TSTDistiller(BaseModel):
             inverse then outweighs the teacher term 10^4 times in value, ~300 times in
             gradient). See :mod:`tst_mm.distill.inverse_losses`. Defaults to
             ``'mean'``.
+        max_nonfinite_skips (int): Updates of one phase (student or augmenter)
+            skipped in a row for a non-finite loss or gradient before training stops
+            with an error naming the phase, the terms and the last checkpoint. Each
+            skip leaves the weights and the optimizer state untouched and is logged
+            (:mod:`tst_mm.distill.nonfinite`). Defaults to 3.
+        augmenter_param_bound (float): After every augmenter update its parameters
+            (the policy's logits theta_m, theta_p) are clamped to [-bound, bound] and
+            kept finite whatever the optimizer does, so magnitudes and probabilities
+            stay in [sigmoid(-bound), sigmoid(bound)] (4.5e-5 to 0.99995 at 10) and can
+            always move back. Defaults to 10.
         data_preprocessor (dict, optional): Pads and stacks (e.g. mmseg's
             ``SegDataPreProcessor``: pad to the crop size, labels with 255); its
             normalisation and channel order are replaced by pixel-space RGB. mmengine's
@@ -86,6 +97,8 @@ class TSTDistiller(BaseModel):
                  student_views: Sequence[str] = VIEWS,
                  augment_loss_weights: Optional[Dict[str, float]] = None,
                  inverse_reduction: str = 'mean',
+                 max_nonfinite_skips: int = 3,
+                 augmenter_param_bound: float = 10.0,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg, teacher_cfg = model_cfg(student), model_cfg(teacher)
@@ -111,6 +124,13 @@ class TSTDistiller(BaseModel):
             raise ValueError(f'inverse_reduction must be one of '
                              f'{tuple(INVERSE_REDUCTIONS)}, got {inverse_reduction!r}')
         self.inverse_reduction = inverse_reduction
+        self.nonfinite_guard = NonFiniteGuard(max_nonfinite_skips)
+        if isinstance(augmenter_param_bound, bool) or \
+                not isinstance(augmenter_param_bound, (int, float)) or \
+                not 0 < augmenter_param_bound < float('inf'):
+            raise ValueError('augmenter_param_bound must be a finite number > 0, got '
+                             f'{augmenter_param_bound!r}')
+        self.augmenter_param_bound = float(augmenter_param_bound)
         weights = dict(teacher=1.0, student_inverse=1.0, divergence=0.0)
         unknown = set(augment_loss_weights or {}) - set(weights)
         if unknown:
@@ -206,7 +226,8 @@ class TSTDistiller(BaseModel):
             losses = {**_add_prefix(task, 'student'),
                       **_add_prefix(self._distill_losses(), 'distill')}
         loss, log_vars = self.parse_losses(losses)
-        update(optim, loss, [self.distill_losses])
+        stepped = update(optim, loss, [self.distill_losses])  # skipped if not finite
+        self.nonfinite_guard.record('student', stepped, log_vars)
         return log_vars
 
     def augment_step(self, data: Union[dict, tuple, list],
@@ -217,7 +238,9 @@ class TSTDistiller(BaseModel):
         2. The objective's terms on ``x_aug``: ``a * teacher task loss``,
            ``b * student inverse task loss`` and ``-c * distillation losses``.
         3. Backpropagate the terms one at a time, measuring the gradient norm each
-           gives the augmenter; update the augmenter only, clear any student gradient.
+           gives the augmenter; update the augmenter only (skipped if a term or the
+           gradient is not finite; its parameters kept within
+           ``augmenter_param_bound``), clear any student gradient.
         """
         if self.student_views == ('clean',):
             raise RuntimeError("student_views=('clean',) is plain distillation: the "
@@ -228,8 +251,10 @@ class TSTDistiller(BaseModel):
             data = self.data_preprocessor(data, True)
             inputs, samples = self.augmenter(data['inputs'], data['data_samples'])
             terms, log_vars = self._augmenter_objective(inputs, samples)
-        grad_norms = update_by_terms(optim, terms, self.augmenter)
+        with bounded(self.augmenter, self.augmenter_param_bound):
+            grad_norms, stepped = update_by_terms(optim, terms, self.augmenter)
         optim_wrapper['student'].zero_grad()
+        self.nonfinite_guard.record('augmenter', stepped, log_vars)
         log_vars.update(_add_prefix(grad_norms, 'grad_norm'))
         return _add_prefix(log_vars, 'augment')
 

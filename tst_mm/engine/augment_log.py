@@ -10,7 +10,8 @@ steps, so one noisy batch does not decide the line).
 Augmenter steps are not student iterations, so nothing here goes through the message
 hub's ``train/`` scalars (which the logger would repeat on every later student line);
 the summary goes to the log and to the visualizer, at the student iteration the phase
-precedes.
+precedes. Steps with a non-finite value (their update was skipped, see
+:mod:`tst_mm.distill.nonfinite`) are left out of the means and counted on the line.
 """
 from typing import Dict, List, Tuple
 
@@ -46,6 +47,11 @@ class AugmentPhaseLog:
     def summary(self) -> Tuple[str, Dict[str, float]]:
         """One log line and the scalars for the visualizer (``augment/...``)."""
         rows = torch.stack(self.steps).cpu()
+        finite = rows.isfinite().all(1)
+        skipped, rows = int((~finite).sum()), rows[finite]
+        if not len(rows):
+            return (f'TST augment phase {self.name}: all {skipped} steps had non-finite '
+                    'values (their updates were skipped)', {})
         quarter = max(1, len(rows) // 4)
         start, end = (dict(zip(self.keys, part.mean(0).tolist()))
                       for part in (rows[:quarter], rows[-quarter:]))
@@ -55,8 +61,9 @@ class AugmentPhaseLog:
                  for t in terms if VALUE_KEYS[t] in self.keys]
         share_text = ', '.join(f'{t} {100 * shares[0][t]:.0f}% -> '
                                f'{100 * shares[1][t]:.0f}%' for t in terms)
-        line = (f'TST augment phase {self.name} ({len(rows)} steps; start -> end, means '
-                f'of the first and last {quarter}): ' + ', '.join(parts) +
+        left_out = f', {skipped} non-finite left out' if skipped else ''
+        line = (f'TST augment phase {self.name} ({len(rows)} steps{left_out}; start -> '
+                f'end, means of the first and last {quarter}): ' + ', '.join(parts) +
                 f'; share of the augmenter gradient: {share_text}')
         scalars = {f'augment/{k.split("augment.", 1)[1]}': v for k, v in end.items()}
         scalars.update({f'augment/grad_share.{t}': shares[1][t] for t in terms})

@@ -21,6 +21,7 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
+from ..distill.nonfinite import AUGMENT_STEP_KEY
 from .augment_log import AugmentPhaseLog
 from .rng_state import RNGStateHook
 
@@ -68,14 +69,17 @@ class _AlternationMixin:
             if 'initial_lr' in group:
                 group['lr'] = group['initial_lr']
 
-    def _augment_step(self, data_batch: Sequence[dict]) -> dict:
+    def _augment_step(self, data_batch: Sequence[dict], where: str) -> dict:
+        # Where the step is, in words, for a non-finite loss's warning and error.
+        self.runner.message_hub.update_info(AUGMENT_STEP_KEY, where)
         return self.runner.model.augment_step(data_batch,
                                               optim_wrapper=self.runner.optim_wrapper)
 
     def _interval_augment_step(self, data_batch: Sequence[dict]) -> None:
         """Iteration-level alternation: one augmenter step, summarised every
         ``LOG_EVERY`` such steps."""
-        self._interval_log.add(self._augment_step(data_batch))
+        self._interval_log.add(self._augment_step(
+            data_batch, f'the augmenter step before iteration {self._iter + 1}'))
         if len(self._interval_log.steps) == LOG_EVERY:
             self._log_summary(self._interval_log)
             self._interval_log = AugmentPhaseLog('every-k steps')
@@ -110,7 +114,8 @@ class _AlternationMixin:
         self.runner.model.train()
         phase_log = AugmentPhaseLog(where)
         for step in range(done + 1, num_steps + 1):
-            outputs = self._augment_step(next(batches))
+            outputs = self._augment_step(next(batches),
+                                         f'augment phase {where}, step {step}/{num_steps}')
             phase_log.add(outputs)
             self.runner.message_hub.update_info(PROGRESS_KEY, dict(phase=phase, steps=step))
             if step % LOG_EVERY == 0 or step == num_steps:
@@ -131,6 +136,9 @@ class _AlternationMixin:
         # Taken between student steps: no completed step or epoch to count past.
         runner.save_checkpoint(runner.work_dir, filename,
                                meta=dict(epoch=runner.epoch, iter=runner.iter))
+        # The newest checkpoint, as CheckpointHook records its own (a non-finite
+        # loss's error names it).
+        runner.message_hub.update_info('last_ckpt', osp.join(runner.work_dir, filename))
         if runner.rank == 0:
             previous, self._phase_checkpoint = self._phase_checkpoint, filename
             if previous and osp.isfile(osp.join(runner.work_dir, previous)):
