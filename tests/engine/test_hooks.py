@@ -101,9 +101,27 @@ def test_weight_hook_by_epoch_and_selected_losses_through_a_wrapper():
     hook = DistillLossWeightHook(by_epoch=True, stop=3, losses=['loss_kd'])
     hook.before_run(runner)
     hook.before_train(runner)
+    hook.before_train_iter(runner, 0)
     losses = runner.model.module.distill_losses
     assert losses['loss_kd'].loss_weight == 0.0  # epoch 3 >= stop
     assert losses['loss_fpn'].loss_weight == 0.5  # not scheduled
+
+
+def test_weight_hook_schedules_the_student_step_only():
+    """Augmenter steps run before the first student iteration and between two: they
+    see the configured weights, whatever the schedule says (warm-up, stop)."""
+    runner = fake_runner()
+    losses = runner.model.distill_losses
+    hook = DistillLossWeightHook(warmup=2, stop=3)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    for it in range(5):
+        assert losses['loss_kd'].loss_weight == 2.0  # an augment phase here: configured
+        runner.iter = it
+        hook.before_train_iter(runner, it)
+        assert losses['loss_kd'].loss_weight == 2.0 * hook.factor(it)  # student step
+        hook.after_train_iter(runner, it)
+    assert losses['loss_fpn'].loss_weight == 0.5
 
 
 def test_weight_hook_by_epoch_refuses_an_iteration_loop():
@@ -225,6 +243,22 @@ def scalar_records(work_dir) -> list:
 def by_iter(records) -> dict:
     """iteration -> the LoggerHook's record (the one with the losses)."""
     return {r['iter']: r for r in records if 'iter' in r and 'loss' in r}
+
+
+def test_augmenter_divergence_is_not_scaled_by_the_weight_schedule(workspace):
+    """Augment phases before iterations 1 and 3, distillation weights 0 at both (warm-up,
+    then stopped): the student's distillation losses are 0 there, the augmenter's
+    divergence term is not."""
+    out = train(HOOKS_CFG, workspace / 'run', workspace, '--cfg-options',
+                'model.augment_loss_weights.divergence=1', 'custom_hooks.1.warmup=1',
+                'custom_hooks.1.stop=2', 'train_cfg.max_iters=3').stdout
+    divergences = [float(line.split('augment.divergence: ')[1].split(',')[0])
+                   for line in out.splitlines()
+                   if 'TST augment phase before iteration' in line and 'step 1/1' in line]
+    assert len(divergences) == 2 and all(d > 0 for d in divergences)
+    logged = by_iter(scalar_records(workspace / 'run'))
+    assert [logged[it]['distill_weight/loss_kd_cls'] for it in (1, 2, 3)] == [0, 1, 0]
+    assert logged[1]['distill.loss_mimic_fpn'] == logged[3]['distill.loss_mimic_fpn'] == 0
 
 
 def test_train_with_both_hooks_then_resume(workspace):

@@ -1,4 +1,5 @@
-"""DistillLossWeightHook: a schedule for the distillation losses' weights.
+"""DistillLossWeightHook: a schedule for the distillation losses' weights in the
+student step (the augmenter's divergence term keeps the configured ones).
 
 mmrazor's ``StopDistillHook`` can only switch distillation off at an epoch; this hook
 also warms the weights up and decays them, by iteration or by epoch. The schedule is a
@@ -58,15 +59,24 @@ def _check_step(name: str, value, optional: bool = True) -> None:
 
 @HOOKS.register_module()
 class DistillLossWeightHook(Hook):
-    """Schedules the ``loss_weight`` of a TSTDistiller's distillation losses.
+    """Schedules the ``loss_weight`` of a TSTDistiller's distillation losses in the
+    student step.
 
     Before every student iteration, each scheduled loss's weight is set to its initial
     (configured) ``loss_weight`` times :func:`distill_weight_factor` of the current
     iteration (or epoch), and logged as the scalar ``distill_weight/<loss name>`` (text
     log and every visualizer backend, unsmoothed).
 
-    An augment phase runs between student iterations and sees the weights of the last
-    student iteration; they matter there only with a ``divergence`` augment weight.
+    The schedule is the student's: after each student iteration the configured weights
+    are put back, so the augmenter steps, which run between student iterations, always
+    see the configured weights. They matter there only in the augmenter objective's
+    ``divergence`` term (``augment_loss_weights.divergence`` times the sum of the
+    distillation losses), whose strength ``augment_loss_weights`` sets. Scaling it with
+    the student's schedule would remove it during a warm-up and after ``stop``: in an
+    augment phase at iteration 0 (every shipped Cityscapes config has one) the
+    augmenter would then serve its other terms alone, and with
+    ``student_inverse=0`` (the way out for losses without an inverse) only the
+    teacher's, making images easier instead of harder.
 
     Example:
         Warm the distillation losses up over 1000 iterations, decay them linearly to
@@ -136,14 +146,20 @@ class DistillLossWeightHook(Hook):
         self._log_unsmoothed(runner)
 
     def before_train(self, runner) -> None:
-        """Checks the schedule against the loop; sets the weights of the first step."""
+        """Checks the schedule against the loop; the configured weights until the first
+        student iteration (an augment phase may come first)."""
         self._check_loop(runner)
-        self._apply(runner)
+        self._restore()
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         """Sets this iteration's weights and logs them."""
         for name, weight in self._apply(runner).items():
             runner.message_hub.update_scalar(f'train/{SCALAR_PREFIX}{name}', weight)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        """Puts the configured weights back for the augmenter steps that may follow."""
+        self._restore()
 
     def factor(self, step: int) -> float:
         """The schedule's factor at ``step``, see :func:`distill_weight_factor`."""
@@ -155,6 +171,10 @@ class DistillLossWeightHook(Hook):
         for name, weight in weights.items():
             self._losses[name].loss_weight = weight
         return weights
+
+    def _restore(self) -> None:
+        for name, weight in self._initial.items():
+            self._losses[name].loss_weight = weight
 
     def _select(self, distill_losses) -> dict:
         names = list(distill_losses) if self.loss_names is None else self.loss_names
