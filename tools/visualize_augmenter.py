@@ -3,8 +3,9 @@
     python tools/visualize_augmenter.py CONFIG [--num-images 4] [--views 3] [--seed 0]
         [--checkpoint CKPT] [--out work_dirs/augmenter.png] [--cfg-options KEY=VALUE ...]
 
-1. build the config's train dataset and its model's data preprocessor, without mean/std,
-   so the batch is padded RGB pixels as the augmenter sees it in training;
+1. build the config's train dataset and its model's data preprocessor, without mean/std
+   and always RGB (also for caffe-style BGR models), so the batch is padded RGB pixels
+   as the augmenter sees it in training;
 2. build the augmenter from ``model.augmenter`` (the default TSTAugmenter if the config
    has none) and, with ``--checkpoint``, load its learned policy from a TST checkpoint;
 3. one row per image: the original, then ``--views`` augmented draws, cropped to the real
@@ -45,14 +46,18 @@ def parse_args(argv=None):
 
 
 def pixel_batch(cfg, num_images):
-    """The first ``num_images`` training samples, padded RGB pixels (no normalisation)."""
+    """The first ``num_images`` training samples, padded RGB pixels (no normalisation):
+    what TSTDistiller's data preprocessor gives the augmenter in training, whatever
+    channel order the model itself takes (caffe-style models: BGR)."""
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     items = [dataset[i] for i in range(min(num_images, len(dataset)))]
     model = cfg.model
     prep = model.get('data_preprocessor') or model.get('student', {}).get('data_preprocessor')
     if prep is None:
         raise ValueError('the config has no model.data_preprocessor (nor in model.student)')
-    prep = MODELS.build(dict(prep, mean=None, std=None))
+    # As TSTDistiller builds its own: pixel space, RGB.
+    prep = MODELS.build(dict(prep, mean=None, std=None, bgr_to_rgb=True,
+                             rgb_to_bgr=False))
     with torch.no_grad():
         data = prep(pseudo_collate(items), training=True)
     return data['inputs'].float(), data['data_samples'], dataset.metainfo.get('classes')
