@@ -31,7 +31,8 @@ IMAGE = (64, 128)  # (h, w) of the images of the one student step
 def test_configs_are_shipped():
     names = {osp.basename(path) for path in CONFIGS}
     assert {'retinanet_r101_r50_coco.py', 'retinanet_x101_r50_coco.py',
-            'faster-rcnn_r101_r50_coco.py', 'mask-rcnn_r101_r50_coco.py'} <= names
+            'faster-rcnn_r101_r50_coco.py', 'mask-rcnn_r101_r50_coco.py',
+            'cascade-rcnn_x101_faster-rcnn_r50_coco.py'} <= names
 
 
 @pytest.fixture(params=CONFIGS, ids=lambda path: osp.basename(path))
@@ -94,6 +95,9 @@ def _offline(cfg: Config, tmp_path) -> dict:
 def test_builds_offline_and_trains_one_step(cfg, tmp_path):
     # (the Cityscapes configs get the same and more in test_shipped_seg_configs.py)
     expected = _offline(cfg, tmp_path)
+    rcnn = cfg.model.student.get('train_cfg', {}).get('rcnn')
+    if rcnn is not None:  # two-stage: 64 sampled RoIs per image, not 512, on the CPU
+        rcnn.sampler.num = 64
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = revert_sync_batchnorm(MODELS.build(copy.deepcopy(cfg.model)))
         # The Runner initialises the whole model: the loaded teacher must survive it.

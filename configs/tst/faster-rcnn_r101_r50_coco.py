@@ -17,16 +17,19 @@ model = dict(
     'faster_rcnn_r101_fpn_2x_coco/'
     'faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth',
     augmenter={{_base_.tst_augmenter}},
+    # RoI-level distillation: the teacher's proposals are the student's sampled RoIs,
+    # so the two bbox heads' class logits describe the same boxes, row for row.
+    teacher_inputs=[dict(student='roi_head.bbox_roi_extractor', student_arg='rois',
+                         teacher='rpn_head.predict')],
     distill_losses=dict(
+        # softmax KL (tau 1) of each RoI's class logits, averaged over the RoIs, as
+        # the reference distils its two-stage pair
+        loss_kd_roi_cls=dict(type='KLDivergence', student='roi_head.bbox_head.fc_cls',
+                             teacher='roi_head.bbox_head.fc_cls', tau=1.0,
+                             reduction='batchmean', loss_weight=1.0),
         # MSE on each of the five FPN levels (mean over its elements), summed as the
         # reference sums its per-level losses; both necks have 256 channels, so no
         # adapter.
-        #
-        # No KL on roi_head.bbox_head.fc_cls: its logits are per RoI, and the student's
-        # RoIs are its own RPN's proposals (sampled, in a random order), not the
-        # teacher's, so row i of the two logit matrices describes different boxes.
-        # A KL between them would teach noise. Aligning them needs the teacher run on
-        # the student's RoIs, which a module-output loss cannot express.
         loss_mimic_fpn=dict(type='FeatureMimic', student='neck', teacher='neck',
                             reduction='mean', level_reduction='sum', loss_weight=1.0)))
 

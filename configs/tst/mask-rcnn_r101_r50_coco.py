@@ -19,11 +19,29 @@ model = dict(
     'mask_rcnn_r101_fpn_2x_coco/'
     'mask_rcnn_r101_fpn_2x_coco_bbox_mAP-0.408__segm_mAP-0.366_20200505_071027-14b391c7.pth',
     augmenter={{_base_.tst_augmenter}},
-    # MSE on each of the five FPN levels (mean over its elements), summed, as the
-    # reference; both necks have 256 channels, so no adapter. The augmenter's
-    # objective covers every head: RPN, box and mask (the mask head's inverse is its
-    # sigmoid cross-entropy on flipped probabilities).
+    # RoI-level distillation on the student's own RoIs: its sampled RoIs are the
+    # teacher's proposals (box head), its positive RoIs the teacher's mask RoIs (mask
+    # head), so both heads' outputs line up row for row.
+    teacher_inputs=[
+        dict(student='roi_head.bbox_roi_extractor', student_arg='rois',
+             teacher='rpn_head.predict'),
+        dict(student='roi_head.mask_roi_extractor', teacher='roi_head.mask_roi_extractor',
+             arg='rois')],
     distill_losses=dict(
+        # softmax KL (tau 1) of each RoI's class logits, averaged over the RoIs, as the
+        # reference distils its two-stage pair
+        loss_kd_roi_cls=dict(type='KLDivergence', student='roi_head.bbox_head.fc_cls',
+                             teacher='roi_head.bbox_head.fc_cls', tau=1.0,
+                             reduction='batchmean', loss_weight=1.0),
+        # Bernoulli KL of each mask pixel's sigmoid score, averaged over the RoIs'
+        # 80 x 28 x 28 logits: the per-element scale of the mask head's own BCE. The
+        # reference has no mask pair; this strength is not measured here.
+        loss_kd_mask=dict(type='BinaryKLDivergence',
+                          student='roi_head.mask_head.conv_logits',
+                          teacher='roi_head.mask_head.conv_logits', tau=1.0,
+                          reduction='mean', loss_weight=1.0),
+        # MSE on each of the five FPN levels (mean over its elements), summed, as the
+        # reference; both necks have 256 channels, so no adapter.
         loss_mimic_fpn=dict(type='FeatureMimic', student='neck', teacher='neck',
                             reduction='mean', level_reduction='sum', loss_weight=1.0)))
 

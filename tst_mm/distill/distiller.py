@@ -17,6 +17,7 @@ from .nonfinite import NonFiniteGuard, bounded
 from .normalize import InputNormalizer
 from .recorders import ModuleOutputRecorder
 from .teacher import load_teacher, model_cfg
+from .teacher_inputs import StudentInputs
 from .updates import update, update_by_terms
 
 VIEWS = ('aug', 'clean')
@@ -70,6 +71,16 @@ class TSTDistiller(BaseModel):
             inverse then outweighs the teacher term 10^4 times in value, ~300 times in
             gradient). See :mod:`tst_mm.distill.inverse_losses`. Defaults to
             ``'mean'``.
+        teacher_inputs (Sequence[dict], optional): Arguments of teacher modules that
+            are replaced, in the student step, by what the student's modules received
+            (:mod:`tst_mm.distill.teacher_inputs`). For two-stage detectors,
+            ``dict(student='roi_head.bbox_roi_extractor', student_arg='rois',
+            teacher='rpn_head.predict')`` makes the student's sampled RoIs the
+            teacher's proposals, so a KL on ``roi_head.bbox_head.fc_cls``
+            (a Cascade teacher: ``roi_head.bbox_head.0.fc_cls``) compares the same
+            boxes; add the ``mask_roi_extractor`` pair (``arg='rois'``) for the mask
+            head. The teacher then runs after the student, in ``mode='tensor'``: record
+            only modules its test-time forward runs. Defaults to None.
         max_nonfinite_skips (int): Updates of one phase (student or augmenter)
             skipped in a row for a non-finite loss or gradient before training stops
             with an error naming the phase, the terms and the last checkpoint. Each
@@ -97,6 +108,7 @@ class TSTDistiller(BaseModel):
                  student_views: Sequence[str] = VIEWS,
                  augment_loss_weights: Optional[Dict[str, float]] = None,
                  inverse_reduction: str = 'mean',
+                 teacher_inputs: Optional[Sequence[dict]] = None,
                  max_nonfinite_skips: int = 3,
                  augmenter_param_bound: float = 10.0,
                  data_preprocessor: Optional[dict] = None,
@@ -154,6 +166,17 @@ class TSTDistiller(BaseModel):
             self.teacher, [t for _, t in self.loss_paths.values()], 'teacher') \
             if self.loss_paths else None
 
+        self.student_inputs = StudentInputs(self.student, self.teacher, teacher_inputs) \
+            if teacher_inputs else None
+        if self.student_inputs is not None and weights['divergence'] > 0:
+            raise ValueError('teacher_inputs (the teacher on the student\'s RoIs) serve the '
+                             'student step only; the divergence term of the augmenter '
+                             'objective runs the teacher on its own proposals. Set '
+                             'augment_loss_weights.divergence=0 or drop teacher_inputs')
+        # Without substituted inputs the teacher's training forward is the one that
+        # runs every head (mmseg's auxiliary heads run in 'loss' mode only).
+        self._teacher_mode = 'tensor' if self.student_inputs is not None else 'loss'
+
         self._freeze_teacher(teacher_ckpt)
         # Checkpoints hold one layout whatever the launcher: no teacher (its weights
         # come from teacher_ckpt) and the student without a DDP wrapper's `module.`.
@@ -210,19 +233,22 @@ class TSTDistiller(BaseModel):
         1. Pad and stack the batch in pixel space; augment it with the current policy,
            without gradient.
         2. Build the student's views: ``[x_aug ; x]`` (or ``x_aug`` alone).
-        3. Run the frozen teacher on the views, recording its outputs.
-        4. Student task loss + distillation losses on the views.
-        5. Update the student and the distillation adapters.
+        3. Student task loss on the views, recording its outputs (and the inputs the
+           teacher is to reuse, see ``teacher_inputs``).
+        4. Run the frozen teacher on the views, recording its outputs.
+        5. Distillation losses; update the student and the distillation adapters.
         """
         optim = optim_wrapper['student']
         with optim.optim_context(self.student):
             data = self.data_preprocessor(data, True)
             inputs, samples = self._student_views(data['inputs'], data['data_samples'])
-            with torch.no_grad(), self._recording(self.teacher_recorder):
-                self.teacher(self.teacher_normalizer(inputs, samples), samples, 'loss')
-            with self._recording(self.student_recorder):
+            with self._recording(self.student_recorder), self._feed('recording'):
                 task = self.student(self.student_normalizer(inputs, samples), samples,
                                     'loss')
+            with torch.no_grad(), self._recording(self.teacher_recorder), \
+                    self._feed('replacing'):
+                self.teacher(self.teacher_normalizer(inputs, samples), samples,
+                             self._teacher_mode)
             losses = {**_add_prefix(task, 'student'),
                       **_add_prefix(self._distill_losses(), 'distill')}
         loss, log_vars = self.parse_losses(losses)
@@ -306,6 +332,13 @@ class TSTDistiller(BaseModel):
     @staticmethod
     def _recording(recorder: Optional[ModuleOutputRecorder]):
         return recorder if recorder is not None else nullcontext()
+
+    def _feed(self, stage: str):
+        """``teacher_inputs``: record the student's (``'recording'``), then give them
+        to the teacher (``'replacing'``)."""
+        if self.student_inputs is None:
+            return nullcontext()
+        return getattr(self.student_inputs, stage)()
 
     # --------------------------------------------------------- evaluation / API ---
     def val_step(self, data: Union[dict, tuple, list]) -> list:

@@ -9,15 +9,17 @@ import re
 from typing import Dict, List, Union
 
 import torch.nn as nn
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor
 
 SHOWN = 5  # keys quoted per kind of mismatch
 
 
-def model_cfg(model: Union[dict, str]) -> dict:
-    """A model dict, or the ``model`` of a config file (``mmdet::...`` works too)."""
+def model_cfg(model: Union[dict, str]) -> ConfigDict:
+    """A model config, or the ``model`` of a config file (``mmdet::...`` works too), as
+    a ConfigDict: mmdet's detectors read nested settings as attributes
+    (``train_cfg.rpn``), which plain dicts given through the Python API lack."""
     if isinstance(model, str):
         if '::' in model:
             from mmengine.hub import get_config
@@ -25,7 +27,7 @@ def model_cfg(model: Union[dict, str]) -> dict:
         if not osp.isfile(model):
             raise FileNotFoundError(f'teacher config {model!r} does not exist')
         return copy.deepcopy(Config.fromfile(model).model)
-    return copy.deepcopy(dict(model))
+    return ConfigDict(copy.deepcopy(dict(model)))
 
 
 def _harmless(key: str) -> bool:
