@@ -11,6 +11,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from .freeze import frozen
+from .inverse_check import InversionCheck
 from .inverse_losses import (INVERSE_REDUCTIONS, find_task_losses, inversion_of,
                              inverted_task_losses)
 from .nonfinite import NonFiniteGuard, bounded
@@ -137,6 +138,7 @@ class TSTDistiller(BaseModel):
                              f'{tuple(INVERSE_REDUCTIONS)}, got {inverse_reduction!r}')
         self.inverse_reduction = inverse_reduction
         self.nonfinite_guard = NonFiniteGuard(max_nonfinite_skips)
+        self.inversion_check = InversionCheck()  # at the first augmenter steps
         if isinstance(augmenter_param_bound, bool) or \
                 not isinstance(augmenter_param_bound, (int, float)) or \
                 not 0 < augmenter_param_bound < float('inf'):
@@ -307,9 +309,14 @@ class TSTDistiller(BaseModel):
         # divergence term alone then makes the student's task hard).
         inverse = inverted_task_losses(student, self.inverse_reduction) \
             if w['student_inverse'] else nullcontext()
+        student_inputs = self.student_normalizer(inputs, samples)
+        if w['student_inverse']:
+            # Is every loss the student returns inverted? (Once, at the first steps.)
+            self.inversion_check.before(student, student_inputs, samples)
         with inverse, self._recording(self.student_recorder if divergence else None):
-            student_losses = student(self.student_normalizer(inputs, samples), samples,
-                                     'loss')
+            student_losses = student(student_inputs, samples, 'loss')
+        if w['student_inverse']:
+            self.inversion_check.after(student_losses)
         teacher_loss, log_vars = self.parse_losses(teacher)
         terms = dict(teacher=w['teacher'] * teacher_loss)
         log_vars = _add_prefix(log_vars, 'teacher')
