@@ -4,12 +4,12 @@
 ``loss_*`` submodules. A loss computed any other way (inline in a head, or by a module
 under another attribute name) comes back unchanged, and the augmenter would minimise it
 as it is: make the student's task *easier*, the opposite of TST. So at its first
-augmenter steps ``TSTDistiller`` runs the student's ``loss()`` once more without
+augmenter step ``TSTDistiller`` runs the student's ``loss()`` once more without
 inversion, on the same inputs and from the same random state (samplers draw the same
 RoIs), and compares: a ``loss`` key with the same value both ways was not inverted, and
 training stops with an error naming it. A key that is 0 both ways (no positives in the
-batch) proves nothing and is compared again at the next step, for up to ``MAX_STEPS``
-steps. The extra forward runs without gradient, and only until every key is checked.
+batch) proves nothing; a warning names it. The extra forward runs once, without
+gradient, at the same step on every rank (SyncBN communicates inside it).
 """
 import random
 from contextlib import contextmanager
@@ -23,23 +23,21 @@ from torch import Tensor
 
 from .inverse_losses import INVERSIONS
 
-MAX_STEPS = 5  # augmenter steps that may compare keys still at 0
-
 
 class InversionCheck:
     """Compares the student's task losses with and without inversion, at the first
-    augmenter steps (see the module docstring)."""
+    augmenter step (see the module docstring)."""
 
     def __init__(self) -> None:
         self.pending = True
         self.checked: Set[str] = set()
-        self.steps = 0
         self._plain: Optional[Dict[str, Tensor]] = None
 
     def before(self, student: nn.Module, inputs: Tensor, samples: list) -> None:
         """The student's losses without inversion, leaving every random state as it was
         (call it right before the inverted forward on the same arguments)."""
         if self.pending:
+            self.pending = False
             with torch.no_grad(), _same_random_state(inputs.device):
                 self._plain = _loss_values(student(inputs, samples, 'loss'))
 
@@ -64,14 +62,12 @@ class InversionCheck:
                 'larger. Compute each with a `loss_*` submodule of a supported type '
                 f'({sorted(INVERSIONS)}), or leave the student-inverse term out: '
                 'TSTDistiller(augment_loss_weights=dict(student_inverse=0, divergence=1))')
-        self.checked |= {k for k, v in plain.items() if bool(v != 0)}
-        self.steps += 1
+        self.checked = {k for k, v in plain.items() if bool(v != 0)}
         unchecked = sorted(set(plain) - self.checked)
-        if unchecked and self.steps >= MAX_STEPS:
-            print_log(f'TSTDistiller: the student losses {unchecked} were 0 in the first '
-                      f'{self.steps} augmenter steps, so whether they are inverted was not '
-                      'checked', logger='current', level=30)
-        self.pending = bool(unchecked) and self.steps < MAX_STEPS
+        if unchecked:
+            print_log(f'TSTDistiller: the student losses {unchecked} were 0 at the first '
+                      'augmenter step, so whether they are inverted was not checked',
+                      logger='current', level=30)
 
 
 def _loss_values(losses: dict) -> Dict[str, Tensor]:
@@ -79,7 +75,8 @@ def _loss_values(losses: dict) -> Dict[str, Tensor]:
     values = {}
     for key, value in losses.items():
         if 'loss' in key:
-            value = value.mean() if isinstance(value, Tensor) else sum(v.mean() for v in value)
+            value = value.mean() if isinstance(value, Tensor) else \
+                sum(v.mean() for v in value)
             values[key] = value.detach()
     return values
 
