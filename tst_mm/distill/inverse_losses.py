@@ -6,22 +6,40 @@ augmented images that the teacher still gets right but the student gets wrong. T
 inverse is the *non-saturating* form (as in GAN generators), whose gradient is large
 exactly where the student is confident and right:
 
-- softmax cross-entropy ``-log p_y``      -> ``-log(1 - p_y)``;
-- sigmoid cross-entropy / focal / Dice  -> the same loss on ``1 - p`` (negated logits);
-- regression (L1, SmoothL1, IoU, ...)   -> the negated loss.
+- softmax cross-entropy ``-log p_y`` (also OHEM's) -> ``-log(1 - p_y)``;
+- sigmoid cross-entropy / focal / GHM-C / Dice / Lovasz hinge -> the same loss on
+  ``1 - p`` (negated logits; ``1 - p`` itself for losses on probabilities such as
+  GaussianFocalLoss's heatmaps);
+- regression (L1, SmoothL1, IoU, GHM-R, ...) -> the negated loss;
+- IoU-aware sigmoid losses (QualityFocal, Varifocal), whose positives have a soft
+  quality target ``y``: on ``1 - p`` with ``y`` set to 1. Flipping with ``y`` kept is
+  minimised at ``p = 1 - y``: no change for ``y = 0.5``, a *higher* score for ``y < 0.5``;
+  with ``y = 1`` every positive is pushed to a miss and every negative to a false
+  positive, as for FocalLoss (Varifocal keeps its ``y``-weighting of the positives);
+- Distribution Focal Loss, a softmax cross-entropy on the two bins around the target,
+  ``w_l * -log p_l + w_r * -log p_r`` -> ``w_l * -log(1 - p_l) + w_r * -log(1 - p_r)``;
+- softmax region losses (Dice, Tversky, Lovasz-softmax) -> the same loss on the inverse
+  softmax distribution ``q_y = 1 - p_y``, ``q_c = p_y / (C - 1)`` (the softmax of
+  :func:`inverse_softmax_logits`), minimised where ``p_y = 0``.
+
+Losses that update running state in their forward (GHM's bin counts, Seesaw's class
+counts) get it back after the inverse: it follows the task's batches only.
 
 How the inverse is *reduced* decides whether the augmenter serves both of its terms
 (``reduction``, ``TSTDistiller(inverse_reduction=...)``). Measured at initialisation
 (docs/results.md), as the ratio of the augmenter gradient norms the student inverse and
 the teacher term give:
 
-- ``'mean'`` (default): a dense focal loss is averaged over every element of the
-  prediction (all anchors x classes of one FPN level, each level a call, summed), as the
-  reference does, instead of summed and divided by the number of positives. Anchors the
-  assigner ignores (label weight 0) stay out of the sum. Every other inverse keeps its
-  task loss's reduction (segmentation: the per-pixel mean; sampled RoI / RPN losses and
-  regression: as the task loss). RetinaNet R18 <- R50, 80 classes, 320 x 320: gradient
-  ratio 0.8-1.3; PSPNet R18 <- R50, 19 classes, 256 x 512: 0.7-1.9.
+- ``'mean'`` (default): a dense focal loss (Focal, QualityFocal, Varifocal,
+  GaussianFocal) is averaged over every element of the prediction (all anchors x
+  classes of one FPN level, each level a call, summed), as the reference does, instead
+  of summed and divided by the number of positives. Anchors the assigner ignores (label
+  weight 0) stay out of the sum. (TOOD and RTMDet heads divide their QualityFocal loss
+  by the sum of alignment metrics afterwards, out of the loss's reach.) Every other
+  inverse keeps its task loss's reduction (segmentation: the per-pixel mean; sampled
+  RoI / RPN losses and regression: as the task loss). RetinaNet R18 <- R50, 80
+  classes, 320 x 320: gradient ratio 0.8-1.3; PSPNet R18 <- R50, 19 classes,
+  256 x 512: 0.7-1.9.
 - ``'reference'``: ``'mean'`` plus the reference's reduction of a softmax segmentation
   inverse: ``-log(1 - p_y)`` on one-hot targets averaged over N x C x H x W, i.e. the
   per-pixel mean divided by C. It leaves the teacher term 10-30 times stronger on the
@@ -76,13 +94,64 @@ def inverse_softmax_logits(logits: Tensor, label: Tensor) -> Tensor:
     return torch.where(is_label, lse_others, x_label - math.log(num_classes - 1))
 
 
+def _bind(loss: nn.Module, pred: Tensor, args: tuple,
+          kwargs: dict) -> inspect.BoundArguments:
+    return inspect.signature(loss.forward).bind(pred, *args, **kwargs)
+
+
+def _target_name(loss: nn.Module) -> str:
+    # The second parameter of forward(): label / target / labels / bd_gt ...
+    return list(inspect.signature(loss.forward).parameters)[1]
+
+
+def _target(loss: nn.Module, args: tuple, kwargs: dict) -> Any:
+    target = args[0] if args else kwargs.get(_target_name(loss))
+    if target is None:
+        raise TypeError(f'{type(loss).__name__} was called without labels')
+    return target
+
+
+def _unbind(bound: inspect.BoundArguments) -> Tuple[Tensor, tuple, dict]:
+    return bound.args[0], bound.args[1:], bound.kwargs
+
+
+# Losses whose prediction is always a probability (CenterNet / CornerNet heatmaps go
+# through a sigmoid in the head).
+_ON_PROBABILITIES = ('mmdet.GaussianFocalLoss', )
+
+
 def _flip_probability(loss: nn.Module, pred: Tensor, args: tuple,
                       kwargs: dict) -> Tuple[Tensor, tuple, dict]:
-    # sigmoid(-x) = 1 - sigmoid(x); FocalLoss(activated=True) and DiceLoss(activate=
-    # False) take probabilities.
+    # sigmoid(-x) = 1 - sigmoid(x); FocalLoss / QualityFocalLoss(activated=True) and
+    # DiceLoss(activate=False) take probabilities.
     probabilities = getattr(loss, 'activated', False) or \
-        getattr(loss, 'activate', True) is False
+        getattr(loss, 'activate', True) is False or _key(loss) in _ON_PROBABILITIES
     return (1 - pred if probabilities else -pred), args, kwargs
+
+
+def _flip_probability_binary_target(loss: nn.Module, pred: Tensor, args: tuple,
+                                    kwargs: dict) -> Tuple[Tensor, tuple, dict]:
+    """QualityFocal / Varifocal on ``1 - p`` with the positives' quality set to 1.
+
+    QFL: ``-log(1 - p) * p^beta`` on a positive, ``-log(p) * (1 - p)^beta`` on a
+    negative. VFL: ``-y * log(1 - p)`` on a positive (``iou_weighted``: its quality
+    ``y`` moves into the weight), ``-alpha * (1 - p)^gamma * log(p)`` on a negative.
+    """
+    bound = _bind(loss, pred, args, kwargs)
+    name = _target_name(loss)
+    target = bound.arguments[name]
+    if isinstance(target, (tuple, list)):  # QFL: (label, IoU score of the positives)
+        label, score = target
+        bound.arguments[name] = (label, torch.ones_like(score))
+    else:  # (N, C) quality, 0 on negatives (QFL's tensor target, VFL)
+        positive = target > 0
+        if getattr(loss, 'iou_weighted', False):
+            quality = torch.where(positive, target, torch.ones_like(target)).to(pred)
+            weight = bound.arguments.get('weight')
+            bound.arguments['weight'] = quality if weight is None else quality * weight
+        bound.arguments[name] = positive.to(target.dtype)
+    pred, args, kwargs = _unbind(bound)
+    return _flip_probability(loss, pred, args, kwargs)
 
 
 def _dice(loss: nn.Module) -> str:
@@ -94,19 +163,89 @@ def _dice(loss: nn.Module) -> str:
     return 'flip_probability'
 
 
+def _seg_dice(loss: nn.Module) -> str:
+    # mmseg's DiceLoss: a sigmoid per class, a softmax over classes, or probabilities
+    # (activate=False) that 1 - p flips class by class.
+    softmax = loss.activate and not loss.use_sigmoid
+    return 'inverse_softmax' if softmax else 'flip_probability'
+
+
+def _lovasz(loss: nn.Module) -> str:
+    # The binary Lovasz hinge takes logits: negated, its errors 1 + x * sign(y) are
+    # positive exactly where the prediction is right (and non-saturating, a hinge).
+    # Lovasz-softmax takes the softmax of its logits.
+    binary = getattr(loss.cls_criterion, '__name__', '') == 'lovasz_hinge'
+    return 'flip_probability' if binary else 'inverse_softmax'
+
+
 def _inverse_softmax(loss: nn.Module, pred: Tensor, args: tuple,
                      kwargs: dict) -> Tuple[Tensor, tuple, dict]:
-    label = args[0] if args else kwargs.get('label')
-    if label is None:
-        raise TypeError(f'{type(loss).__name__} was called without labels')
-    return inverse_softmax_logits(pred, label), args, kwargs
+    return inverse_softmax_logits(pred, _target(loss, args, kwargs)), args, kwargs
+
+
+def _inverse_softmax_split(loss: nn.Module, pred: Tensor, args: tuple,
+                           kwargs: dict) -> Tuple[Tensor, tuple, dict]:
+    """SeesawLoss: scores (N, C + 2) are a softmax over the C classes (positives only)
+    and one over (object, background); each is inverted on its own labels. Seesaw's
+    re-weighting then acts on the inverted logits: its mitigation (class-count ratios)
+    as on the task, its compensation where the inverse scores a class above ``q_y``."""
+    labels = _target(loss, args, kwargs)
+    classes = inverse_softmax_logits(pred[:, :-2], labels)  # background rows: unused
+    objectness = inverse_softmax_logits(pred[:, -2:], (labels == loss.num_classes).long())
+    return torch.cat([classes, objectness], 1), args, kwargs
+
+
+def _inverse_softmax_ce(logits: Tensor, label: Tensor) -> Tensor:
+    """Element-wise ``-log(1 - softmax(logits)_label)``, finite when ``p_label = 1``."""
+    return nn.functional.cross_entropy(inverse_softmax_logits(logits, label), label,
+                                       reduction='none')
+
+
+def _inverse_distribution_focal(loss: nn.Module, pred: Tensor, args: tuple,
+                                kwargs: dict) -> Tensor:
+    """``loss_weight * reduce(w_l * -log(1 - p_l) + w_r * -log(1 - p_r))`` for the
+    target's neighbouring bins ``l = floor(t)``, ``r = l + 1``, ``w_l = r - t``,
+    ``w_r = t - l``.
+
+    DFL is a softmax cross-entropy over the bins, so it gets the non-saturating inverse:
+    the negated loss, ``w_l * log p_l + w_r * log p_r``, is unbounded below and its
+    gradient vanishes where the student is confident and right. Minimising this one
+    moves the distribution's mass off both bins, so the decoded distance moves away
+    from the target. Its two cross-entropies need two different transformed logits, so
+    it is computed here, then weighted and reduced as ``DistributionFocalLoss`` does.
+    """
+    from mmdet.models.losses.utils import weight_reduce_loss
+
+    bound = _bind(loss, pred, args, kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    target = a['target']
+    left = target.long()
+    right = left + 1
+    elem = _inverse_softmax_ce(pred, left) * (right.float() - target) + \
+        _inverse_softmax_ce(pred, right) * (target - left.float())
+    reduction = a['reduction_override'] or loss.reduction
+    return loss.loss_weight * weight_reduce_loss(elem, a['weight'], reduction,
+                                                 a['avg_factor'])
 
 
 def _mean_over_elements(loss: nn.Module, pred: Tensor, args: tuple, kwargs: dict) -> Tensor:
     """The loss with ``avg_factor=None, reduction_override='mean'``: a mean over every
     element (label weights kept, so ignored anchors add nothing)."""
-    bound = inspect.signature(loss.forward).bind(pred, *args, **kwargs)
+    bound = _bind(loss, pred, args, kwargs)
     bound.arguments.update(avg_factor=None, reduction_override='mean')
+    return loss(*bound.args, **bound.kwargs)
+
+
+def _mean_over_prediction(loss: nn.Module, pred: Tensor, args: tuple,
+                          kwargs: dict) -> Tensor:
+    """The sum over every element of the prediction divided by their number (label
+    weights kept): ``avg_factor=pred.numel(), reduction_override='mean'``. Also right
+    where the loss sums over the classes of an anchor first (QualityFocalLoss) or
+    reduces the positives apart (GaussianFocalLoss with ``pos_inds``), where a plain
+    ``'mean'`` would not be."""
+    bound = _bind(loss, pred, args, kwargs)
+    bound.arguments.update(avg_factor=pred.numel(), reduction_override='mean')
     return loss(*bound.args, **bound.kwargs)
 
 
@@ -123,7 +262,8 @@ def _cross_entropy(loss: nn.Module) -> str:
 
 
 _REGRESSION = ('L1Loss', 'SmoothL1Loss', 'BalancedL1Loss', 'MSELoss', 'IoULoss',
-               'BoundedIoULoss', 'GIoULoss', 'DIoULoss', 'CIoULoss', 'EIoULoss', 'SIoULoss')
+               'BoundedIoULoss', 'GIoULoss', 'DIoULoss', 'CIoULoss', 'EIoULoss', 'SIoULoss',
+               'GHMR')
 
 # 'package.ClassName' -> the inversion's name, or a function of the loss module that
 # picks it (the same class can be sigmoid or softmax). Exact classes only: a subclass
@@ -132,23 +272,75 @@ INVERSIONS: Dict[str, Any] = {
     'mmdet.FocalLoss': 'flip_probability',
     'mmdet.DiceLoss': _dice,  # mask heads of SOLO, CondInst, RTMDet-Ins, Mask2Former
     'mmdet.CrossEntropyLoss': _cross_entropy,
+    # the same forward, with a custom number of output channels (class + background)
+    'mmdet.CrossEntropyCustomLoss': _cross_entropy,
+    'mmdet.QualityFocalLoss': 'flip_probability_binary_target',  # GFL, TOOD, RTMDet
+    'mmdet.VarifocalLoss': 'flip_probability_binary_target',  # VFNet
+    'mmdet.DistributionFocalLoss': 'inverse_softmax_bins',  # GFL's box distributions
+    'mmdet.GaussianFocalLoss': 'flip_probability',  # CenterNet, CornerNet heatmaps
+    # GHM-C weights by the density of |p - y|: recomputed on the flipped problem
+    'mmdet.GHMC': 'flip_probability',
+    'mmdet.SeesawLoss': 'inverse_softmax_split',
     'mmseg.CrossEntropyLoss': _cross_entropy,
+    # PIDNet: OHEM on -log(1 - p_y) keeps the pixels with 1 - p_y below the threshold,
+    # i.e. those the student is sure of: the hard examples of the inverse problem.
+    'mmseg.OhemCrossEntropy': 'inverse_softmax',
+    'mmseg.FocalLoss': 'flip_probability',  # sigmoid only (use_sigmoid=False asserts)
+    'mmseg.BoundaryLoss': 'flip_probability',  # PIDNet: class-balanced sigmoid BCE
+    'mmseg.DiceLoss': _seg_dice,
+    'mmseg.LovaszLoss': _lovasz,
+    'mmseg.TverskyLoss': 'inverse_softmax',  # a softmax over the classes inside
     **{f'mmdet.{name}': 'negate' for name in _REGRESSION},
 }
+
+# Dense focal losses, averaged over every element under 'mean' (module docstring).
+_DENSE_FOCAL = {'mmdet.QualityFocalLoss': _mean_over_prediction,
+                'mmdet.VarifocalLoss': _mean_over_prediction,
+                'mmdet.GaussianFocalLoss': _mean_over_prediction}
 
 # reduction setting -> {loss: how its inverse is reduced}; every inverse not listed
 # keeps its task loss's reduction (module docstring).
 INVERSE_REDUCTIONS: Dict[str, Dict[str, Callable]] = {
-    'mean': {'mmdet.FocalLoss': _mean_over_elements},
-    'reference': {'mmdet.FocalLoss': _mean_over_elements,
+    'mean': {'mmdet.FocalLoss': _mean_over_elements, **_DENSE_FOCAL},
+    'reference': {'mmdet.FocalLoss': _mean_over_elements, **_DENSE_FOCAL,
                   'mmseg.CrossEntropyLoss': _mean_over_classes},
     'task': {},
 }
 
+# inversion -> (loss, pred, args, kwargs) -> the arguments to call the loss with
 _INPUT_TRANSFORMS: Dict[str, Callable] = {
     'flip_probability': _flip_probability,
+    'flip_probability_binary_target': _flip_probability_binary_target,
     'inverse_softmax': _inverse_softmax,
+    'inverse_softmax_split': _inverse_softmax_split,
 }
+
+# inversion -> (loss, pred, args, kwargs) -> the inverse loss itself
+_INVERSE_LOSSES: Dict[str, Callable] = {
+    'inverse_softmax_bins': _inverse_distribution_focal,
+}
+
+# GHM-C's running histogram (momentum > 0) counts |p - y| of the task; the flipped
+# problem's histogram is its mirror image, so its inverse uses the batch's own.
+_BATCH_STATISTICS = ('mmdet.GHMC', )
+
+
+@contextmanager
+def _state_kept(loss: nn.Module) -> Iterator[None]:
+    """Puts back the buffers the loss's forward updates (GHM's ``acc_sum``, Seesaw's
+    ``cum_samples``): they follow the task's batches, not the augmenter's."""
+    saved = [(buf, buf.detach().clone()) for buf in loss.buffers()]
+    batch_only = _key(loss) in _BATCH_STATISTICS
+    if batch_only:
+        momentum, loss.momentum = loss.momentum, 0
+    try:
+        yield
+    finally:
+        if batch_only:
+            loss.momentum = momentum
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
 
 
 def _key(loss: nn.Module) -> str:
@@ -157,7 +349,9 @@ def _key(loss: nn.Module) -> str:
 
 
 def inversion_of(loss: nn.Module) -> str:
-    """Names how ``loss`` is inverted: 'flip_probability', 'inverse_softmax' or 'negate'.
+    """Names how ``loss`` is inverted: 'flip_probability', 'inverse_softmax', 'negate',
+    or one of the loss-specific forms ('flip_probability_binary_target',
+    'inverse_softmax_bins', 'inverse_softmax_split').
 
     Args:
         loss (nn.Module): An mmdet or mmseg task-loss module.
@@ -218,6 +412,10 @@ class InvertedTaskLoss(nn.Module):
         Returns:
             Any: What the original loss returns, inverted.
         """
+        with _state_kept(self.original):
+            return self._inverse(args, kwargs)
+
+    def _inverse(self, args: tuple, kwargs: dict) -> Any:
         if self.inversion == 'negate':
             return _negate(self.original(*args, **kwargs))
         if args:
@@ -227,6 +425,8 @@ class InvertedTaskLoss(nn.Module):
         else:
             raise TypeError(f'{type(self.original).__name__} was called without a '
                             'prediction')
+        if self.inversion in _INVERSE_LOSSES:
+            return _INVERSE_LOSSES[self.inversion](self.original, pred, args, kwargs)
         pred, args, kwargs = _INPUT_TRANSFORMS[self.inversion](self.original, pred, args,
                                                                kwargs)
         if self._reduce is not None:
