@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.distill.tiny_models import (det_batch, seg_batch, tiny_faster_rcnn, tiny_fcos,
-                                       tiny_retinanet, tiny_segmentor)
+from tests.distill.tiny_models import (_mmdet_model, det_batch, seg_batch, tiny_faster_rcnn,
+                                       tiny_fcos, tiny_retinanet, tiny_segmentor)
 from tst_mm.distill import ModuleOutputRecorder, find_task_losses, inverted_task_losses
 
 
@@ -22,10 +22,18 @@ def _losses_twice(model, inputs, samples, seed=0):
     return normal, inverted
 
 
+def tiny_gfl():
+    """GFL: QualityFocalLoss, GIoU and DistributionFocalLoss."""
+    return _mmdet_model('gfl/gfl_r50_fpn_1x_coco.py',
+                        **{'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
+                           'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3})
+
+
 @pytest.mark.parametrize('build,regression', [
     (tiny_retinanet, ['loss_bbox']),
     (tiny_fcos, ['loss_bbox']),
     (tiny_faster_rcnn, ['loss_rpn_bbox', 'loss_bbox']),
+    (tiny_gfl, ['loss_bbox']),
 ])
 def test_detectors(build, regression):
     torch.manual_seed(0)
