@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.tst_mm-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test zoo-coverage clean-demo
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ demo: install
 
 test: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+zoo-coverage: install
+	$(PYTHON) tools/zoo_coverage.py
 
 clean-demo:
 	rm -rf work_dirs/demo data/demo

@@ -14,6 +14,7 @@ from tests.distill.tiny_models import tiny_faster_rcnn, tiny_retinanet, tiny_seg
 def test_single_detectors_and_segmentors_pass():
     for model in (tiny_retinanet(), tiny_faster_rcnn(), tiny_segmentor()):
         check_single_model(model)
+        check_single_model(type(model))
 
 
 def test_soft_teacher_is_refused_with_what_to_distil():
@@ -26,10 +27,11 @@ def test_soft_teacher_is_refused_with_what_to_distil():
     with DefaultScope.overwrite_default_scope('mmdet'):
         soft_teacher = MODELS.build(copy.deepcopy(cfg.model))
     check_single_model(soft_teacher.student)  # what to distil instead
-    with pytest.raises(TypeError, match=r'^SoftTeacher is a semi-supervised teacher-student '
-                                        r'wrapper, not a single detector: distil its '
-                                        r'student config instead'):
-        check_single_model(soft_teacher)
+    for model in (soft_teacher, type(soft_teacher)):  # also the class, before building
+        with pytest.raises(TypeError, match=r'^SoftTeacher is a semi-supervised teacher-'
+                                            r'student wrapper, not a single detector: '
+                                            r'distil its student config instead'):
+            check_single_model(model)
 
 
 def _named(name: str, *bases: type) -> nn.Module:

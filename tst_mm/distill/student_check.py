@@ -11,7 +11,7 @@ refuses them with an error that says what to distil instead.
 The checks go by class names along the model's MRO, so neither mmdet nor mmseg (nor the
 optional packages some of these models need) has to be importable.
 """
-from typing import Optional
+from typing import Optional, Union
 
 import torch.nn as nn
 
@@ -23,9 +23,8 @@ _REFUSED = (
      'detector', "distil its student config instead (the config's "
      '`model.detector`)'),
     ('KnowledgeDistillationSingleStageDetector', 'is itself a knowledge-distillation '
-     'detector with its own teacher', 'distil its student detector config instead (the '
-     'same model type without teacher_config / teacher_ckpt, e.g. a GFL or ATSS '
-     'detector)'),
+     'detector with its own teacher', 'distil a plain single-stage detector config '
+     'instead (e.g. the GFL / PAA detector its student is)'),
     ('BaseMOTModel', 'is a multi-object tracker or video instance segmentor, not a '
      'single detector', "distil its per-frame detector config instead (the config's "
      '`model.detector`)'),
@@ -39,15 +38,15 @@ _REFUSED = (
 )
 
 
-def _refusal(model: nn.Module) -> Optional[str]:
-    names = [cls.__name__ for cls in type(model).__mro__]
+def _refusal(model_cls: type) -> Optional[str]:
+    names = [cls.__name__ for cls in model_cls.__mro__]
     for base, why, instead in _REFUSED:
         if base in names:
             return f'{why}: {instead}'
     return None
 
 
-def check_single_model(model: nn.Module) -> None:
+def check_single_model(model: Union[nn.Module, type]) -> None:
     """Raises if ``model`` is not one detector or segmentor that TST can distil.
 
     A model passes when it is none of the wrappers above and has the single-model API
@@ -56,17 +55,20 @@ def check_single_model(model: nn.Module) -> None:
     ``BaseSegmentor``).
 
     Args:
-        model (nn.Module): The built student (or teacher).
+        model (nn.Module | type): The built student (or teacher), or its class (to
+            check a config's ``type`` before building it, e.g. ``MODELS.get(type)``).
 
     Raises:
         TypeError: Naming the model's class, why it is not a single detector /
             segmentor and what to distil instead.
     """
-    name = type(model).__name__
-    refusal = _refusal(model)
+    model_cls = model if isinstance(model, type) else type(model)
+    name = model_cls.__name__
+    refusal = _refusal(model_cls)
     if refusal is not None:
         raise TypeError(f'{name} {refusal}')
-    missing = [m for m in ('loss', 'predict') if not callable(getattr(model, m, None))]
+    missing = [m for m in ('loss', 'predict')
+               if not callable(getattr(model_cls, m, None))]
     if missing:
         raise TypeError(f'{name} has no {" / ".join(missing)} method: TSTDistiller needs '
                         'a single mmdet detector or mmseg segmentor (a BaseDetector / '

@@ -1,0 +1,637 @@
+"""Which mmdet / mmseg model families TSTDistiller can train: one config per family, one
+augmenter step and one student step each, on a tiny in-memory batch of digits.
+
+A family is a top-level folder of mmdet's or mmseg's installed configs
+(``<site-packages>/mmdet/.mim/configs/<family>``; ``_base_`` is skipped). Each family's
+config is picked by name: for mmdet the first COCO config (detection / instance
+segmentation before panoptic), for mmseg the first Cityscapes one, else ADE20K, else the
+first; among those, configs with a 101/152-layer or large backbone come last (cheaper
+on a CPU), then the shortest name (usually the family's baseline). For each family, in
+a forked process of its own with a time limit and one torch thread (its output in
+``<work-dir>/logs/<repo>_<family>.log``):
+
+1. load the config; turn off pretrained weights and every other download
+   (``init_cfg`` / ``pretrained`` / checkpoint fields), SyncBN -> BN, the data
+   preprocessor's and batch augments' fixed sizes -> the test size;
+2. build the plain model (column *builds*: ``no`` if even this fails) and check it is
+   one detector / segmentor (:func:`tst_mm.distill.student_check.check_single_model`);
+3. build ``TSTDistiller(student=model, teacher=<a copy>, teacher_ckpt=None)`` with the
+   default augmenter objective (teacher task loss + student inverse task loss) and no
+   distillation losses (*builds*: ``model only`` if this fails);
+4. one ``augment_step`` and one ``train_step`` on two generated 128 x 128 digit scenes
+   (boxes, labels, bitmap masks; a label map for segmentors and panoptic models),
+   digit classes mapped into the model's ``num_classes``.
+
+Each failure is classified: a missing optional package (named), not a single
+detector/segmentor, a task loss without an inverse (the loss class), a loss the inverse
+did not reach, a time-out, a crash, or another error (type and first line).
+
+Results are cached per family in ``<work-dir>/results.json`` (a rerun skips finished
+families unless ``--force``, or when the family's picked config changed) and written as
+a table to ``docs/zoo_coverage.md``.
+
+Example::
+
+    python tools/zoo_coverage.py        # every family (about 170)
+    python tools/zoo_coverage.py --families retinanet mmseg/fcn mask_rcnn --force
+    python tools/zoo_coverage.py --families mmdet/detr --force --timeout 300
+    python tools/zoo_coverage.py --list  # the picked configs only
+"""
+import argparse
+import copy
+import json
+import math
+import multiprocessing as mp
+import os
+import os.path as osp
+import re
+import sys
+import time
+import traceback
+from typing import Dict, List, Optional, Tuple
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPOS = ('mmdet', 'mmseg')
+DEFAULT_WORK_DIR = osp.join('work_dirs', 'zoo_coverage')
+DEFAULT_OUT = osp.join('docs', 'zoo_coverage.md')
+RESULTS = 'results.json'
+# Bump when what a run does changes, so that cached results are redone.
+VERSION = 1
+
+# Result categories, in the order the summary lists them.
+OK = 'ok'
+CATEGORIES = {
+    OK: 'build and take both steps',
+    'dependency': 'need an optional package',
+    'download': 'need a download (pretrained text encoder / weights)',
+    'not single': 'are not a single detector / segmentor',
+    'no model': 'have no model (dataset / schedule configs)',
+    'unsupported loss': 'have a task loss without an inverse',
+    'uninverted loss': 'compute a loss the inverse does not reach',
+    'timeout': 'ran out of time',
+    'crash': 'crashed',
+    'error': 'fail with another error',
+}
+# Import names whose pip package is called otherwise.
+PACKAGES = {'sklearn': 'scikit-learn', 'skimage': 'scikit-image', 'cv2': 'opencv-python',
+            'PIL': 'pillow', 'yaml': 'pyyaml', 'fvcore': 'fvcore', 'mmcls': 'mmcls',
+            'mmpretrain': 'mmpretrain', 'transformers': 'transformers',
+            'fairscale': 'fairscale', 'timm': 'timm', 'clip': 'openai-clip',
+            'ldm': 'stable-diffusion (ldm)', 'lap': 'lap', 'motmetrics': 'motmetrics',
+            'mmtrack': 'mmtrack', 'mmcv._ext': 'mmcv with compiled ops (mmcv._ext)'}
+# Names in a config's file name that mark a heavy backbone (picked last).
+_HEAVY = re.compile(r'101|152|x50|resnext|swin-[bl]|vit-[bl]|large|huge|-l[_-]|_l[_-]|'
+                    r'-x[_-]|beit-[bl]|mae-[bl]|convnext-[bl]|hrnetv2p-w(32|40|48)|'
+                    r'dcn|1024x1024')
+
+
+# --------------------------------------------------------------------- families ---
+def config_root(repo: str) -> str:
+    """``<site-packages>/<repo>/.mim/configs`` of the installed mmdet / mmseg."""
+    import importlib
+    package = importlib.import_module(repo)
+    return osp.join(osp.dirname(package.__file__), '.mim', 'configs')
+
+
+def _config_files(folder: str) -> List[str]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d != '_base_')
+        files += [osp.relpath(osp.join(dirpath, f), folder) for f in filenames
+                  if f.endswith('.py')]
+    return sorted(files)
+
+
+def pick_config(repo: str, files: List[str]) -> Optional[str]:
+    """The family's representative config (module docstring), or None if it has none."""
+    def rank(path: str) -> Tuple:
+        name = osp.basename(path)
+        if repo == 'mmdet':
+            dataset = 0 if 'coco' in name else 1
+            dataset += 2 * any(t in name for t in ('panoptic', 'semi', 'lvis'))
+        else:
+            dataset = 0 if 'cityscapes' in name else 1 if 'ade' in name else 2
+        return dataset, bool(_HEAVY.search(name)), path.count(os.sep), len(name), path
+
+    return min(files, key=rank) if files else None
+
+
+def find_families(selected: Optional[List[str]] = None) -> List[Dict[str, str]]:
+    """``[{id, repo, family, config}]`` for every family (or those in ``selected``:
+    folder names, which match in both repos, or ``repo/folder``)."""
+    families = []
+    for repo in REPOS:
+        root = config_root(repo)
+        for family in sorted(os.listdir(root)):
+            if family == '_base_' or not osp.isdir(osp.join(root, family)):
+                continue
+            config = pick_config(repo, _config_files(osp.join(root, family)))
+            if config is None:
+                continue
+            families.append(dict(id=f'{repo}/{family}', repo=repo, family=family,
+                                 config=osp.join(family, config),
+                                 path=osp.join(root, family, config)))
+    if selected:
+        wanted = set(selected)
+        unknown = wanted - {f['id'] for f in families} - {f['family'] for f in families}
+        if unknown:
+            raise SystemExit(f'unknown families {sorted(unknown)}; see --list')
+        families = [f for f in families if f['id'] in wanted or f['family'] in wanted]
+    return families
+
+
+# ----------------------------------------------------------------- model config ---
+_DOWNLOAD_KEYS = ('pretrained', 'checkpoint', 'teacher_ckpt', 'pretrain_ckpt',
+                  'pretrained_model_path', 'clip_pretrain', 'init_ckpt')
+
+
+def offline_model_cfg(model: dict, size: Tuple[int, int]) -> dict:
+    """``model`` without downloads, SyncBN or fixed sizes larger than ``size``."""
+    def walk(node):
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if key == 'init_cfg' and _is_pretrained(value):
+                    value = None
+                elif key in _DOWNLOAD_KEYS and isinstance(value, str):
+                    value = None
+                else:
+                    value = walk(value)
+                out[key] = value
+            if out.get('type') in ('SyncBN', 'MMSyncBN', 'NaiveSyncBN'):
+                out['type'] = 'BN'
+            return out
+        if isinstance(node, (list, tuple)):
+            return type(node)(walk(v) for v in node)
+        return node
+
+    model = walk(model)
+    preprocessor = model.get('data_preprocessor')
+    if isinstance(preprocessor, dict):
+        if preprocessor.get('size') is not None:  # mmseg: pad to the crop size
+            preprocessor['size'] = tuple(size)
+        for augment in preprocessor.get('batch_augments') or []:
+            if 'size' in augment:  # BatchFixedSizePad (LSJ 1024 x 1024)
+                augment['size'] = tuple(size)
+            if 'random_size_range' in augment:  # YOLOX's BatchSyncRandomResize
+                augment['random_size_range'] = tuple(size)
+                augment['size_divisor'] = min(augment.get('size_divisor', 32), size[0])
+    return model
+
+
+def _is_pretrained(init_cfg) -> bool:
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return any(isinstance(c, dict) and ('checkpoint' in c or c.get('type') in (
+        'Pretrained', 'PretrainedInit')) for c in cfgs)
+
+
+def _num_classes(model: dict) -> int:
+    """The smallest ``num_classes`` in the config (digits are mapped into it)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == 'num_classes' and isinstance(value, int) and value > 0:
+                    found.append(value)
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    walk(model)
+    return min(found) if found else 10
+
+
+def _needs_sem_seg(model: dict) -> bool:
+    """Does an mmdet model learn from a semantic label map (a semantic or panoptic head
+    with stuff classes)?"""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            found.append(node.get('semantic_head') is not None or
+                         (node.get('num_stuff_classes') or 0) > 0)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    walk(model)
+    return any(found)
+
+
+# ----------------------------------------------------------------------- batches ---
+def digit_batch(repo: str, size: Tuple[int, int], num_classes: int, sem_seg: bool,
+                batch: int = 2) -> dict:
+    """Two rendered digit scenes as a packed batch (BGR uint8, as mmcv loads images)."""
+    import numpy as np
+    import torch
+    from mmengine.structures import InstanceData, PixelData
+    from tst_mm.datasets.digits_render import render_scene
+
+    inputs, samples = [], []
+    for i in range(batch):
+        scene = render_scene(np.random.default_rng(i), size,
+                             (size[0] // 5, size[0] // 3), (2, 4))
+        image = torch.from_numpy(np.ascontiguousarray(scene.image[..., ::-1]))
+        inputs.append(image.permute(2, 0, 1).contiguous())
+        labels = [inst.label % num_classes for inst in scene.instances]
+        meta = dict(img_shape=size, ori_shape=size, img_path=f'digits_{i}.png')
+        # The label map: digit d is class d (mod num_classes), the background the class
+        # after the digits (10 is Cityscapes' 'sky'), or 0 for fewer classes.
+        background = 10 if num_classes > 10 else 0
+        label_map = np.full(size, background, dtype=np.int64)
+        for inst, label in zip(scene.instances, labels):
+            label_map[inst.mask] = label
+        if repo == 'mmseg':
+            from mmseg.structures import SegDataSample
+            sample = SegDataSample(metainfo=dict(meta, pad_shape=size,
+                                                 reduce_zero_label=False, flip=False))
+        else:
+            from mmdet.structures import DetDataSample
+            from mmdet.structures.bbox import HorizontalBoxes
+            from mmdet.structures.mask import BitmapMasks
+            sample = DetDataSample(metainfo=dict(meta, scale_factor=(1.0, 1.0), img_id=i,
+                                                 flip=False, flip_direction=None))
+            boxes = [[x, y, x + w, y + h] for x, y, w, h in
+                     (inst.bbox for inst in scene.instances)]
+            masks = np.stack([inst.mask for inst in scene.instances]).astype(np.uint8)
+            sample.gt_instances = InstanceData(
+                bboxes=HorizontalBoxes(torch.tensor(boxes, dtype=torch.float32)),
+                labels=torch.tensor(labels, dtype=torch.long),
+                masks=BitmapMasks(masks, *size))
+            if not sem_seg:
+                samples.append(sample)
+                continue
+        label_map = torch.from_numpy(label_map)[None]
+        # mmseg's field is `data`, mmdet's (PackDetInputs, panoptic heads) `sem_seg`
+        sample.gt_sem_seg = PixelData(data=label_map) if repo == 'mmseg' else \
+            PixelData(sem_seg=label_map)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+# ---------------------------------------------------------------- classification ---
+def _first_line(exc: BaseException, limit: int = 220) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else ''
+    if isinstance(exc, KeyError) and line.startswith(("'", '"')):
+        line = line[1:-1] if line[-1:] == line[:1] else line
+    return line if len(line) <= limit else line[:limit - 3] + '...'
+
+
+def _package(chain: List[BaseException]) -> str:
+    """The missing package an ImportError (or the errors it was raised from) names."""
+    for err in reversed(chain):  # the innermost error names the module
+        text = str(err)
+        quoted = re.search(r"No module named '([\w.]+)'", text)
+        name = quoted.group(1) if quoted else getattr(err, 'name', None)
+        if not name:
+            named = re.search(r"pip install\s+(?:-U\s+)?[\"']?([\w\-]+)|(\w[\w\-]*) is not "
+                              r"installed|imports': \['(\w+)", text)
+            name = next((g for g in named.groups() if g), None) if named else None
+        if name:
+            top = name if name in PACKAGES else name.split('.')[0]
+            return PACKAGES.get(top, top)
+    return _first_line(chain[0])
+
+
+def classify(exc: BaseException) -> Tuple[str, str]:
+    """``(category, reason)`` for an exception of a family's run."""
+    text = str(exc)
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:  # registries wrap errors of __init__
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, ValueError) and getattr(exc, 'tst_no_model', False):
+        return 'no model', text
+    for i, err in enumerate(chain):
+        message = str(err)
+        if isinstance(err, ImportError) or re.search(
+                r'is not installed|please install|pip install', message, re.I):
+            return 'dependency', f'missing {_package(chain[i:])}'
+        if isinstance(err, NotImplementedError) and 'no inverse is defined' in message:
+            loss = re.search(r'task loss (\S+)', message)
+            return 'unsupported loss', f'no inverse for {loss.group(1) if loss else "?"}'
+        if isinstance(err, NotImplementedError) and 'with and without' in message:
+            keys = re.search(r'task losses (\{.*?\})', message)
+            return 'uninverted loss', (f'not inverted: {keys.group(1)}' if keys
+                                       else _first_line(err))
+        if isinstance(err, OSError) and re.search(
+                r'huggingface|hf\.co|resolve|connect|download|urlopen|Network', message,
+                re.I):
+            return 'download', f'{type(err).__name__}: {_first_line(err)}'
+    if isinstance(exc, TypeError) and getattr(exc, 'tst_single_model', False):
+        return 'not single', text
+    return 'error', f'{type(exc).__name__}: {_first_line(exc)}'
+
+
+# ---------------------------------------------------------------------- the run ---
+def run_family(family: Dict[str, str], size: Tuple[int, int], send,
+               log_file: Optional[str] = None) -> None:
+    """Runs one family (in its own process) and sends its result dict; its output goes
+    to ``log_file``."""
+    if log_file:
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    result = dict(builds='no', augment='-', student='-', category='error', reason='')
+    stage = 'config'
+
+    def reached(name: str) -> str:  # the parent keeps it if the run times out
+        result.setdefault('times', {})[name] = round(time.time() - start, 1)
+        send.send(('stage', dict(result, stage=name)))
+        return name
+    start = time.time()
+    try:
+        import torch
+        torch.set_num_threads(1)
+        from mmengine.config import Config, ConfigDict
+        from mmengine.logging import MessageHub
+        from mmengine.model import revert_sync_batchnorm
+        from mmengine.optim import build_optim_wrapper
+        from mmengine.registry import DefaultScope, MODELS
+        import tst_mm  # noqa: F401
+        from tst_mm.distill.student_check import check_single_model
+
+        repo = family['repo']
+        cfg = Config.fromfile(family['path'])
+        if not isinstance(cfg.get('model'), dict):
+            exc = ValueError('the config has no model (a dataset / schedule config)')
+            exc.tst_no_model = True
+            raise exc
+        scope = cfg.get('default_scope', repo) or repo
+        # ConfigDict: heads read their train_cfg by attribute (train_cfg.rpn)
+        model_cfg = ConfigDict(offline_model_cfg(cfg.model.to_dict(), size))
+        with DefaultScope.overwrite_default_scope(scope):
+            stage = reached('model')
+            with MODELS.switch_scope_and_registry(scope) as registry:
+                model_cls = registry.get(model_cfg['type'])
+            if model_cls is not None:  # a tracker or a wrapper is refused unbuilt
+                _check_single(model_cls, check_single_model)
+            model = MODELS.build(copy.deepcopy(model_cfg))
+            result['builds'] = 'model only'
+            _check_single(model, check_single_model)
+            del model
+            stage = reached('distiller')
+            distiller = MODELS.build(dict(
+                type='TSTDistiller', student=model_cfg, teacher=copy.deepcopy(model_cfg),
+                teacher_ckpt=None))
+            distiller = revert_sync_batchnorm(distiller)
+            result['builds'] = 'yes'
+            optim_wrapper = build_optim_wrapper(distiller, dict(
+                constructor='TSTOptimWrapperConstructor',
+                student=dict(type='OptimWrapper',
+                             optimizer=dict(type='SGD', lr=1e-4, momentum=0.9)),
+                augmenter=dict(type='OptimWrapper',
+                               optimizer=dict(type='SGD', lr=1e-3, momentum=0.9))))
+            distiller.train()
+            # As in a Runner's first iteration (YOLOX's batch resize reads the iteration)
+            MessageHub.get_current_instance().update_info('iter', 0)
+            batch = digit_batch(repo, size, _num_classes(model_cfg), _needs_sem_seg(model_cfg)
+                                if repo == 'mmdet' else True)
+            stage = reached('augment step')
+            log = distiller.augment_step(copy.deepcopy(batch), optim_wrapper)
+            result['augment'] = _step_note(log, 'augment.loss')
+            stage = reached('student step')
+            log = distiller.train_step(copy.deepcopy(batch), optim_wrapper)
+            result['student'] = _step_note(log, 'loss')
+        result.update(category=OK, reason='')
+    except BaseException as exc:  # noqa: B902 (everything is a result here)
+        category, reason = classify(exc)
+        if stage in ('augment step', 'student step'):
+            result['augment' if stage == 'augment step' else 'student'] = 'fails'
+            reason += plain_loss_note(distiller.student, batch)
+        elif stage == 'distiller':
+            reason = f'TSTDistiller: {reason}' if category == 'error' else reason
+        if category == 'not single':
+            result['builds'] = 'n/a'
+        result.update(category=category, reason=reason, stage=stage,
+                      traceback=traceback.format_exc(limit=-6))
+    result['seconds'] = round(time.time() - start, 1)
+    if log_file:
+        print(result.get('traceback', ''), flush=True)
+    send.send(('done', result))
+    send.close()
+
+
+def plain_loss_note(student, batch: dict) -> str:
+    """Whether the student alone computes its loss on the clean batch (after a failed
+    step): tells a TST problem from one of the model or of this tool's batch."""
+    import torch
+    try:
+        with torch.no_grad():
+            data = student.data_preprocessor(copy.deepcopy(batch), True)
+            losses = student(data['inputs'], data['data_samples'], 'loss')
+        finite = all(bool(torch.isfinite(v).all()) for k, v in losses.items()
+                     if 'loss' in k and isinstance(v, torch.Tensor))
+    except Exception as exc:  # noqa: B902
+        return f' (the plain student fails on the clean batch too: {type(exc).__name__})'
+    return ' (the plain student computes its loss on the clean batch' + \
+        ('' if finite else ', not finite') + ')'
+
+
+def _check_single(model, check) -> None:
+    try:
+        check(model)
+    except TypeError as exc:
+        exc.tst_single_model = True  # not an error of the model: a category
+        raise
+
+
+def _step_note(log: dict, key: str) -> str:
+    value = log.get(key)
+    try:
+        value = float(value.detach() if hasattr(value, 'detach') else value)
+    except (TypeError, ValueError):
+        return 'ok'
+    return 'ok' if math.isfinite(value) else 'ok (non-finite loss, skipped)'
+
+
+def run_in_subprocess(family: Dict[str, str], size: Tuple[int, int], timeout: float,
+                      log_file: Optional[str] = None) -> dict:
+    """:func:`run_family` in a forked process; a time-out or a crash is a result too."""
+    ctx = mp.get_context('fork')  # the imports are paid for once, in the parent
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=run_family, args=(family, size, send, log_file),
+                       daemon=True)
+    start = time.time()
+    proc.start()
+    send.close()
+    result, partial = None, dict(builds='no', augment='-', student='-', stage='start')
+    while result is None:
+        left = timeout - (time.time() - start)
+        try:
+            if left <= 0 or not receive.poll(left):
+                break
+            kind, message = receive.recv()
+        except EOFError:  # died before sending its result
+            break
+        if kind == 'done':
+            result = message
+        else:
+            partial = message
+    timed_out = result is None and proc.is_alive()
+    proc.join(5 if result is not None else 0.5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    if result is None:
+        stage = partial.pop('stage')
+        if timed_out:
+            reason = f'no result within {timeout:g} s (in: {stage})'
+        else:
+            reason = f'the process died in: {stage} (exit code {proc.exitcode})'
+        result = dict(partial, category='timeout' if timed_out else 'crash',
+                      reason=reason, stage=stage)
+        if stage in ('augment step', 'student step'):
+            result['augment' if stage == 'augment step' else 'student'] = 'fails'
+        result['seconds'] = round(time.time() - start, 1)
+    return result
+
+
+# ------------------------------------------------------------------- the report ---
+def load_results(path: str) -> dict:
+    if not osp.exists(path):
+        return {}
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def save_results(path: str, results: dict) -> None:
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace('|', '\\|').replace('\n', ' ')
+
+
+def summary(results: List[dict]) -> List[str]:
+    counts: Dict[str, int] = {}
+    for r in results:
+        counts[r['category']] = counts.get(r['category'], 0) + 1
+    builds = sum(r['builds'] in ('yes', 'model only') for r in results)
+    deps: Dict[str, List[str]] = {}
+    for r in results:
+        if r['category'] == 'dependency':
+            deps.setdefault(r['reason'].replace('missing ', ''), []).append(r['id'])
+    lines = [f"**{counts.get(OK, 0)} of {builds} families build and take both steps** "
+             f'(of {len(results)} families; {builds} build in plain mmdet / mmseg here as a '
+             'single detector / segmentor).']
+    if deps:
+        lines.append(f"{counts['dependency']} more need an optional package: " + '; '.join(
+            f"{pkg} ({', '.join(ids)})" for pkg, ids in sorted(deps.items())) + '.')
+    lines.append('By outcome: ' + ', '.join(
+        f'{counts[c]} {text}' for c, text in CATEGORIES.items() if counts.get(c)) + '.')
+    return lines
+
+
+def write_markdown(path: str, results: List[dict], size: Tuple[int, int]) -> None:
+    lines = [
+        '# Model-zoo coverage', '',
+        'Written by `tools/zoo_coverage.py` (`make zoo-coverage`); do not edit by hand. One '
+        'config per family of the installed mmdet / mmseg configs, built as '
+        '`TSTDistiller(student=model, teacher=<copy>, teacher_ckpt=None)` with the '
+        'default augmenter objective, then one augmenter step and one student step on '
+        f'two generated {size[0]} x {size[1]} digit scenes (CPU, one thread, no '
+        'downloads). *builds*: `yes` (the distiller), `model only` (the plain model '
+        'builds, the distiller does not) or `no`.', '',
+        *summary(results), '',
+        '| family | config | builds | augment step | student step | reason |',
+        '| --- | --- | --- | --- | --- | --- |']
+    for r in results:
+        reason = r['reason'] if r['category'] == OK or r['category'] in r['reason'] \
+            else f"{r['category']}: {r['reason']}"
+        lines.append('| ' + ' | '.join(_cell(c) for c in (
+            r['id'], r['config'], r['builds'], r['augment'], r['student'],
+            reason)) + ' |')
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+# -------------------------------------------------------------------------- main ---
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--families', nargs='+', metavar='NAME',
+                        help='only these families: folder names (both repos) or '
+                             'repo/folder, e.g. retinanet mmseg/fcn')
+    parser.add_argument('--work-dir', default=DEFAULT_WORK_DIR,
+                        help='where results.json and each family\'s log (logs/) are kept '
+                             f'(default {DEFAULT_WORK_DIR})')
+    parser.add_argument('--out', default=DEFAULT_OUT,
+                        help=f'the markdown table (default {DEFAULT_OUT})')
+    parser.add_argument('--timeout', type=float, default=120,
+                        help='seconds per family (default 120)')
+    parser.add_argument('--size', type=int, nargs=2, default=(128, 128),
+                        metavar=('H', 'W'), help='image size (default 128 128)')
+    parser.add_argument('--force', action='store_true',
+                        help='rerun families whose result is cached')
+    parser.add_argument('--list', action='store_true',
+                        help='print the families and their picked configs, run nothing')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    families = find_families(args.families)
+    if args.list:
+        for family in families:
+            print(f"{family['id']:32s} {family['config']}")
+        return 0
+    # Imported once here; every family's process forks from this one.
+    import torch
+    torch.set_num_threads(1)
+    import mmdet.models  # noqa: F401
+    import mmseg.models  # noqa: F401
+    import tst_mm  # noqa: F401
+    from mmdet.utils import register_all_modules as register_mmdet
+    from mmseg.utils import register_all_modules as register_mmseg
+    register_mmdet(init_default_scope=False)
+    register_mmseg(init_default_scope=False)
+
+    size = tuple(args.size)
+    cache = osp.join(args.work_dir, RESULTS)
+    results = load_results(cache)
+    total, start = len(families), time.time()
+    for i, family in enumerate(families, 1):
+        key = family['id']
+        cached = results.get(key)
+        fresh = cached is not None and cached.get('config') == family['config'] and \
+            cached.get('version') == VERSION and cached.get('size') == list(size)
+        if fresh and not args.force:
+            print(f"[{i}/{total}] {key}: {cached['category']} (cached) "
+                  f"{cached.get('reason', '')}", flush=True)
+            continue
+        print(f"[{i}/{total}] {key} ({family['config']}) ...", flush=True)
+        log_file = osp.join(args.work_dir, 'logs', key.replace('/', '_') + '.log')
+        os.makedirs(osp.dirname(log_file), exist_ok=True)
+        result = run_in_subprocess(family, size, args.timeout, log_file)
+        result.update(id=key, config=family['config'], version=VERSION, size=list(size))
+        results[key] = result
+        save_results(cache, results)
+        print(f"[{i}/{total}] {key}: {result['category']} {result['reason']} "
+              f"({result['seconds']:.1f} s)", flush=True)
+    # The table: every family with a result, also those of earlier runs.
+    known = {f['id'] for f in find_families()}
+    shown = sorted((r for r in results.values() if r['id'] in known), key=lambda r: r['id'])
+    write_markdown(args.out, shown, size)
+    print('\n'.join(summary(shown)))
+    print(f'{len(families)} families in {time.time() - start:.0f} s; table: {args.out}, '
+          f'cache: {cache}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
