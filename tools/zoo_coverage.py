@@ -582,15 +582,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
-    families = find_families(args.families)
-    if args.list:
-        for family in families:
-            print(f"{family['id']:32s} {family['config']}")
-        return 0
-    # Imported once here; every family's process forks from this one.
+def import_once() -> None:
+    """Imports torch, mmdet, mmseg and tst_mm in this process: each family's process
+    forks from it with them loaded."""
     import torch
     torch.set_num_threads(1)
     import mmdet.models  # noqa: F401
@@ -601,10 +595,19 @@ def main(argv=None) -> int:
     register_mmdet(init_default_scope=False)
     register_mmseg(init_default_scope=False)
 
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    families = find_families(args.families)
+    if args.list:
+        for family in families:
+            print(f"{family['id']:32s} {family['config']}")
+        return 0
     size = tuple(args.size)
     cache = osp.join(args.work_dir, RESULTS)
     results = load_results(cache)
-    total, start = len(families), time.time()
+    total, start, imported = len(families), time.time(), False
     for i, family in enumerate(families, 1):
         key = family['id']
         cached = results.get(key)
@@ -614,6 +617,9 @@ def main(argv=None) -> int:
             print(f"[{i}/{total}] {key}: {cached['category']} (cached) "
                   f"{cached.get('reason', '')}", flush=True)
             continue
+        if not imported:
+            import_once()
+            imported = True
         print(f"[{i}/{total}] {key} ({family['config']}) ...", flush=True)
         log_file = osp.join(args.work_dir, 'logs', key.replace('/', '_') + '.log')
         os.makedirs(osp.dirname(log_file), exist_ok=True)

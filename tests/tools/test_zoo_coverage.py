@@ -1,0 +1,112 @@
+"""tools/zoo_coverage.py on three cheap families: the table rows, the resume, a time-out."""
+import json
+import os.path as osp
+import sys
+
+import pytest
+
+from tests.conftest import REPO, run
+
+TOOL = osp.join(REPO, 'tools', 'zoo_coverage.py')
+sys.path.insert(0, osp.join(REPO, 'tools'))
+import zoo_coverage  # noqa: E402
+
+FAMILIES = ['retinanet', 'mmseg/segformer', 'soft_teacher']
+
+
+def coverage(tmp_path, *args):
+    return run([sys.executable, TOOL, '--work-dir', str(tmp_path / 'work'), '--out',
+                str(tmp_path / 'zoo.md'), *args], tmp_path,
+               env=dict(OMP_NUM_THREADS='1'), timeout=300).stdout
+
+
+def rows(tmp_path):
+    lines = (tmp_path / 'zoo.md').read_text().splitlines()
+    cells = [[c.strip() for c in line.strip()[1:-1].split('|')] for line in lines
+             if line.startswith('| mm')]
+    return {row[0]: row for row in cells}
+
+
+@pytest.fixture(scope='module')
+def walked(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp('zoo')
+    return tmp_path, coverage(tmp_path, '--families', *FAMILIES)
+
+
+def test_each_family_gets_a_row_and_the_summary(walked):
+    tmp_path, out = walked
+    assert '[1/3] mmdet/retinanet: ok' in out
+    table = rows(tmp_path)
+    assert table['mmdet/retinanet'] == [
+        'mmdet/retinanet', 'retinanet/retinanet_r18_fpn_1x_coco.py', 'yes', 'ok', 'ok', '']
+    assert table['mmseg/segformer'][2:] == ['yes', 'ok', 'ok', '']
+    assert table['mmseg/segformer'][1].startswith('segformer/') and \
+        'cityscapes' in table['mmseg/segformer'][1]
+    assert table['mmdet/soft_teacher'][2:5] == ['n/a', '-', '-']
+    assert table['mmdet/soft_teacher'][5].startswith(
+        'not single: SoftTeacher is a semi-supervised teacher-student wrapper')
+    text = (tmp_path / 'zoo.md').read_text()
+    assert '**2 of 2 families build and take both steps**' in text
+    assert '| family | config | builds | augment step | student step | reason |' in text
+
+
+def test_a_rerun_resumes_and_force_reruns(walked):
+    tmp_path, _ = walked
+    cache = tmp_path / 'work' / 'results.json'
+    before = json.loads(cache.read_text())
+    out = coverage(tmp_path, '--families', *FAMILIES)
+    assert out.count('(cached)') == 3
+    assert json.loads(cache.read_text()) == before
+    out = coverage(tmp_path, '--families', 'soft_teacher', '--force')
+    assert '(cached)' not in out and '[1/1] mmdet/soft_teacher: not single' in out
+    assert set(rows(tmp_path)) == {'mmdet/retinanet', 'mmseg/segformer',
+                                   'mmdet/soft_teacher'}  # the earlier rows stay
+
+
+def test_a_family_out_of_time_is_a_result(tmp_path):
+    family = zoo_coverage.find_families(['retinanet'])[0]
+    result = zoo_coverage.run_in_subprocess(family, (64, 64), timeout=0.5)
+    assert result['category'] == 'timeout'
+    assert result['reason'].startswith('no result within 0.5 s (in: ')
+
+
+def test_configs_are_picked_by_dataset_then_cost():
+    pick = zoo_coverage.pick_config
+    assert pick('mmdet', ['a_voc.py', 'b_r101_coco.py', 'c_r50_coco-panoptic.py',
+                          'd_r50_1x_coco.py', 'd_r50_fpn_1x_coco.py']) == 'd_r50_1x_coco.py'
+    assert pick('mmseg', ['x_ade20k.py', 'y_cityscapes.py']) == 'y_cityscapes.py'
+    assert pick('mmseg', ['x_voc.py', 'y_ade20k.py']) == 'y_ade20k.py'
+    assert pick('mmseg', ['b.py', 'a.py']) == 'a.py'
+
+
+def test_model_configs_go_offline_and_small():
+    model = dict(type='X', backbone=dict(
+        init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://r50'),
+        norm_cfg=dict(type='SyncBN')), pretrained='x.pth',
+        data_preprocessor=dict(size=(512, 1024), batch_augments=[
+            dict(type='BatchFixedSizePad', size=(1024, 1024))]))
+    out = zoo_coverage.offline_model_cfg(model, (128, 128))
+    assert out['backbone']['init_cfg'] is None and out['pretrained'] is None
+    assert out['backbone']['norm_cfg']['type'] == 'BN'
+    assert out['data_preprocessor']['size'] == (128, 128)
+    assert out['data_preprocessor']['batch_augments'][0]['size'] == (128, 128)
+
+
+def test_errors_are_classified():
+    classify = zoo_coverage.classify
+    try:
+        try:
+            import not_a_package_here  # noqa: F401
+        except ImportError as exc:
+            raise ImportError('Failed to import custom modules') from exc
+    except ImportError as exc:
+        assert classify(exc) == ('dependency', 'missing not_a_package_here')
+    assert classify(RuntimeError('lap is not installed, please install it by: pip '
+                                 'install lap')) == ('dependency', 'missing lap')
+    assert classify(ModuleNotFoundError("No module named 'skimage.io'")) == \
+        ('dependency', 'missing scikit-image')
+    assert classify(NotImplementedError(
+        'no inverse is defined for the task loss mmdet.FooLoss (mmdet.x.FooLoss); ...')) == \
+        ('unsupported loss', 'no inverse for mmdet.FooLoss')
+    assert classify(KeyError('Bar is not in the mmdet::model registry')) == \
+        ('error', 'KeyError: Bar is not in the mmdet::model registry')
