@@ -19,8 +19,13 @@ a forked process of its own with a time limit and one torch thread (its output i
    default augmenter objective (teacher task loss + student inverse task loss) and no
    distillation losses (*builds*: ``model only`` if this fails);
 4. one ``augment_step`` and one ``train_step`` on two generated 128 x 128 digit scenes
-   (boxes, labels, bitmap masks; a label map for segmentors and panoptic models),
-   digit classes mapped into the model's ``num_classes``.
+   (boxes and labels; bitmap masks / a label map where the config's training pipeline
+   loads them; a label map for segmentors), digit classes mapped into the model's
+   ``num_classes``. If a step fails and the plain student cannot compute its loss on
+   that batch either (DINO's 900 queries need more tokens than 128 x 128 gives; SSD300
+   needs about 300 pixels), the steps are redone at twice the size, up to
+   ``--max-size``. After a failed step the plain student's loss is also tried in eval
+   mode, the mode the teacher computes its task loss in.
 
 Each failure is classified: a missing optional package (named), not a single
 detector/segmentor, a task loss without an inverse (the loss class), a loss the inverse
@@ -56,7 +61,7 @@ DEFAULT_WORK_DIR = osp.join('work_dirs', 'zoo_coverage')
 DEFAULT_OUT = osp.join('docs', 'zoo_coverage.md')
 RESULTS = 'results.json'
 # Bump when what a run does changes, so that cached results are redone.
-VERSION = 1
+VERSION = 2
 
 # Result categories, in the order the summary lists them.
 OK = 'ok'
@@ -203,6 +208,33 @@ def _num_classes(model: dict) -> int:
     return min(found) if found else 10
 
 
+def annotations(cfg, model: dict, repo: str) -> Tuple[bool, bool]:
+    """``(with_mask, with_seg)``: does the config's training data hold instance masks /
+    a semantic label map? From its LoadAnnotations steps, else from the model."""
+    if repo == 'mmseg':
+        return False, True
+    steps = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            kind = str(node.get('type', ''))
+            if kind.endswith('LoadAnnotations') or kind.endswith('LoadPanopticAnnotations'):
+                steps.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    walk([cfg.get('train_dataloader'), cfg.get('train_pipeline')])
+    if not steps:
+        text = json.dumps(model, default=str)
+        return '"mask_head"' in text or '"panoptic_head"' in text, _needs_sem_seg(model)
+    panoptic = [str(s.get('type')).endswith('LoadPanopticAnnotations') for s in steps]
+    return (any(s.get('with_mask', p) for s, p in zip(steps, panoptic)),
+            any(s.get('with_seg', p) for s, p in zip(steps, panoptic)))
+
+
 def _needs_sem_seg(model: dict) -> bool:
     """Does an mmdet model learn from a semantic label map (a semantic or panoptic head
     with stuff classes)?"""
@@ -223,9 +255,11 @@ def _needs_sem_seg(model: dict) -> bool:
 
 
 # ----------------------------------------------------------------------- batches ---
-def digit_batch(repo: str, size: Tuple[int, int], num_classes: int, sem_seg: bool,
-                batch: int = 2) -> dict:
-    """Two rendered digit scenes as a packed batch (BGR uint8, as mmcv loads images)."""
+def digit_batch(repo: str, size: Tuple[int, int], num_classes: int, with_mask: bool,
+                with_seg: bool, batch: int = 2) -> dict:
+    """Two rendered digit scenes as a packed batch (BGR uint8, as mmcv loads images):
+    boxes and labels, instance masks (``BitmapMasks``) if ``with_mask``, a label map if
+    ``with_seg`` (always for mmseg)."""
     import numpy as np
     import torch
     from mmengine.structures import InstanceData, PixelData
@@ -257,12 +291,13 @@ def digit_batch(repo: str, size: Tuple[int, int], num_classes: int, sem_seg: boo
                                                  flip=False, flip_direction=None))
             boxes = [[x, y, x + w, y + h] for x, y, w, h in
                      (inst.bbox for inst in scene.instances)]
-            masks = np.stack([inst.mask for inst in scene.instances]).astype(np.uint8)
             sample.gt_instances = InstanceData(
                 bboxes=HorizontalBoxes(torch.tensor(boxes, dtype=torch.float32)),
-                labels=torch.tensor(labels, dtype=torch.long),
-                masks=BitmapMasks(masks, *size))
-            if not sem_seg:
+                labels=torch.tensor(labels, dtype=torch.long))
+            if with_mask:
+                masks = np.stack([inst.mask for inst in scene.instances]).astype(np.uint8)
+                sample.gt_instances.masks = BitmapMasks(masks, *size)
+            if not with_seg:
                 samples.append(sample)
                 continue
         label_map = torch.from_numpy(label_map)[None]
@@ -319,6 +354,9 @@ def classify(exc: BaseException) -> Tuple[str, str]:
             keys = re.search(r'task losses (\{.*?\})', message)
             return 'uninverted loss', (f'not inverted: {keys.group(1)}' if keys
                                        else _first_line(err))
+        if isinstance(err, ValueError) and 'found no task-loss submodules' in message:
+            return 'uninverted loss', ('no loss_* submodule to invert (the head computes '
+                                       'its losses inline)')
         if isinstance(err, OSError) and re.search(
                 r'huggingface|hf\.co|resolve|connect|download|urlopen|Network', message,
                 re.I):
@@ -329,10 +367,11 @@ def classify(exc: BaseException) -> Tuple[str, str]:
 
 
 # ---------------------------------------------------------------------- the run ---
-def run_family(family: Dict[str, str], size: Tuple[int, int], send,
+def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
                log_file: Optional[str] = None) -> None:
     """Runs one family (in its own process) and sends its result dict; its output goes
-    to ``log_file``."""
+    to ``log_file``. The steps run at the first of ``sizes`` at which the plain student
+    computes its loss."""
     if log_file:
         fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         sys.stdout.flush()
@@ -341,7 +380,7 @@ def run_family(family: Dict[str, str], size: Tuple[int, int], send,
         os.dup2(fd, 2)
         os.close(fd)
     result = dict(builds='no', augment='-', student='-', category='error', reason='')
-    stage = 'config'
+    stage, size = 'config', sizes[0]
 
     def reached(name: str) -> str:  # the parent keeps it if the run times out
         result.setdefault('times', {})[name] = round(time.time() - start, 1)
@@ -366,47 +405,64 @@ def run_family(family: Dict[str, str], size: Tuple[int, int], send,
             exc.tst_no_model = True
             raise exc
         scope = cfg.get('default_scope', repo) or repo
-        # ConfigDict: heads read their train_cfg by attribute (train_cfg.rpn)
-        model_cfg = ConfigDict(offline_model_cfg(cfg.model.to_dict(), size))
+        raw_model = cfg.model.to_dict()
+        with_mask, with_seg = annotations(cfg, raw_model, repo)
         with DefaultScope.overwrite_default_scope(scope):
             stage = reached('model')
             with MODELS.switch_scope_and_registry(scope) as registry:
-                model_cls = registry.get(model_cfg['type'])
+                model_cls = registry.get(raw_model['type'])
             if model_cls is not None:  # a tracker or a wrapper is refused unbuilt
                 _check_single(model_cls, check_single_model)
-            model = MODELS.build(copy.deepcopy(model_cfg))
+            # ConfigDict: heads read their train_cfg by attribute (train_cfg.rpn)
+            model = MODELS.build(ConfigDict(offline_model_cfg(raw_model, size)))
             result['builds'] = 'model only'
             _check_single(model, check_single_model)
             del model
-            stage = reached('distiller')
-            distiller = MODELS.build(dict(
-                type='TSTDistiller', student=model_cfg, teacher=copy.deepcopy(model_cfg),
-                teacher_ckpt=None))
-            distiller = revert_sync_batchnorm(distiller)
-            result['builds'] = 'yes'
-            optim_wrapper = build_optim_wrapper(distiller, dict(
-                constructor='TSTOptimWrapperConstructor',
-                student=dict(type='OptimWrapper',
-                             optimizer=dict(type='SGD', lr=1e-4, momentum=0.9)),
-                augmenter=dict(type='OptimWrapper',
-                               optimizer=dict(type='SGD', lr=1e-3, momentum=0.9))))
-            distiller.train()
-            # As in a Runner's first iteration (YOLOX's batch resize reads the iteration)
-            MessageHub.get_current_instance().update_info('iter', 0)
-            batch = digit_batch(repo, size, _num_classes(model_cfg), _needs_sem_seg(model_cfg)
-                                if repo == 'mmdet' else True)
-            stage = reached('augment step')
-            log = distiller.augment_step(copy.deepcopy(batch), optim_wrapper)
-            result['augment'] = _step_note(log, 'augment.loss')
-            stage = reached('student step')
-            log = distiller.train_step(copy.deepcopy(batch), optim_wrapper)
-            result['student'] = _step_note(log, 'loss')
-        result.update(category=OK, reason='')
+            for sz in sizes:
+                size = sz
+                model_cfg = ConfigDict(offline_model_cfg(raw_model, sz))
+                stage = reached('distiller')
+                distiller = MODELS.build(dict(
+                    type='TSTDistiller', student=model_cfg,
+                    teacher=copy.deepcopy(model_cfg), teacher_ckpt=None))
+                distiller = revert_sync_batchnorm(distiller)
+                result['builds'] = 'yes'
+                optim_wrapper = build_optim_wrapper(distiller, dict(
+                    constructor='TSTOptimWrapperConstructor',
+                    student=dict(type='OptimWrapper',
+                                 optimizer=dict(type='SGD', lr=1e-4, momentum=0.9)),
+                    augmenter=dict(type='OptimWrapper',
+                                   optimizer=dict(type='SGD', lr=1e-3, momentum=0.9))))
+                distiller.train()
+                # As in a Runner's first iteration (YOLOX's batch resize reads it)
+                MessageHub.get_current_instance().update_info('iter', 0)
+                batch = digit_batch(repo, sz, _num_classes(model_cfg), with_mask, with_seg)
+                try:
+                    stage = reached('augment step')
+                    log = distiller.augment_step(copy.deepcopy(batch), optim_wrapper)
+                    result['augment'] = _step_note(log, 'augment.loss')
+                    stage = reached('student step')
+                    log = distiller.train_step(copy.deepcopy(batch), optim_wrapper)
+                    result['student'] = _step_note(log, 'loss')
+                except Exception as exc:  # noqa: B902
+                    note, plain_ok = plain_loss_note(distiller.student, batch)
+                    if not plain_ok and sz != sizes[-1]:
+                        # the model itself needs larger images: try the next size
+                        result.update(augment='-', student='-')
+                        continue
+                    exc.tst_note = note
+                    raise
+                break
+        result['step_size'] = list(sz)
+        result.update(category=OK, reason='' if sz == sizes[0] else
+                      f'at {sz[0]} x {sz[1]} (the plain model fails at smaller sizes)')
     except BaseException as exc:  # noqa: B902 (everything is a result here)
         category, reason = classify(exc)
         if stage in ('augment step', 'student step'):
             result['augment' if stage == 'augment step' else 'student'] = 'fails'
-            reason += plain_loss_note(distiller.student, batch)
+            reason += getattr(exc, 'tst_note', '')
+            if size != sizes[0]:
+                reason += f' (at {size[0]} x {size[1]}: the plain model fails at smaller sizes)'
         elif stage == 'distiller':
             reason = f'TSTDistiller: {reason}' if category == 'error' else reason
         if category == 'not single':
@@ -420,20 +476,35 @@ def run_family(family: Dict[str, str], size: Tuple[int, int], send,
     send.close()
 
 
-def plain_loss_note(student, batch: dict) -> str:
-    """Whether the student alone computes its loss on the clean batch (after a failed
-    step): tells a TST problem from one of the model or of this tool's batch."""
+def plain_loss_note(student, batch: dict) -> Tuple[str, bool]:
+    """Whether the student alone computes its loss on the clean batch, in train mode and
+    in eval mode (the teacher's), after a failed step: tells a TST problem from one of
+    the model or of this batch. Returns the note and whether train mode worked."""
     import torch
-    try:
-        with torch.no_grad():
-            data = student.data_preprocessor(copy.deepcopy(batch), True)
-            losses = student(data['inputs'], data['data_samples'], 'loss')
-        finite = all(bool(torch.isfinite(v).all()) for k, v in losses.items()
-                     if 'loss' in k and isinstance(v, torch.Tensor))
-    except Exception as exc:  # noqa: B902
-        return f' (the plain student fails on the clean batch too: {type(exc).__name__})'
-    return ' (the plain student computes its loss on the clean batch' + \
-        ('' if finite else ', not finite') + ')'
+
+    def fails(training: bool) -> Optional[str]:
+        student.train(training)
+        try:
+            with torch.no_grad():
+                data = student.data_preprocessor(copy.deepcopy(batch), True)
+                losses = student(data['inputs'], data['data_samples'], 'loss')
+            values = [v for k, v in losses.items() if 'loss' in k]
+            finite = all(bool(torch.isfinite(v).all()) for v in values
+                         if isinstance(v, torch.Tensor))
+            return None if finite else 'a non-finite loss'
+        except Exception as exc:  # noqa: B902
+            return type(exc).__name__
+        finally:
+            student.train(True)
+
+    in_train = fails(True)
+    if in_train:
+        return f' (the plain student fails on the clean batch too: {in_train})', False
+    in_eval = fails(False)
+    if in_eval:
+        return (' (the plain student computes its loss in train mode but not in eval '
+                f'mode, the mode the teacher runs in: {in_eval})'), True
+    return ' (the plain student computes its loss on the clean batch)', True
 
 
 def _check_single(model, check) -> None:
@@ -453,12 +524,20 @@ def _step_note(log: dict, key: str) -> str:
     return 'ok' if math.isfinite(value) else 'ok (non-finite loss, skipped)'
 
 
-def run_in_subprocess(family: Dict[str, str], size: Tuple[int, int], timeout: float,
-                      log_file: Optional[str] = None) -> dict:
+def step_sizes(size: Tuple[int, int], max_size: int) -> List[Tuple[int, int]]:
+    """``size``, then doubled while the longer side stays within ``max_size``."""
+    sizes = [tuple(size)]
+    while max(sizes[-1]) * 2 <= max_size:
+        sizes.append((sizes[-1][0] * 2, sizes[-1][1] * 2))
+    return sizes
+
+
+def run_in_subprocess(family: Dict[str, str], sizes: List[Tuple[int, int]],
+                      timeout: float, log_file: Optional[str] = None) -> dict:
     """:func:`run_family` in a forked process; a time-out or a crash is a result too."""
     ctx = mp.get_context('fork')  # the imports are paid for once, in the parent
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=run_family, args=(family, size, send, log_file),
+    proc = ctx.Process(target=run_family, args=(family, sizes, send, log_file),
                        daemon=True)
     start = time.time()
     proc.start()
@@ -575,6 +654,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='seconds per family (default 120)')
     parser.add_argument('--size', type=int, nargs=2, default=(128, 128),
                         metavar=('H', 'W'), help='image size (default 128 128)')
+    parser.add_argument('--max-size', type=int, default=512,
+                        help='a model whose plain loss fails at --size is tried at twice '
+                             'the size, up to this longer side (default 512)')
     parser.add_argument('--force', action='store_true',
                         help='rerun families whose result is cached')
     parser.add_argument('--list', action='store_true',
@@ -623,7 +705,8 @@ def main(argv=None) -> int:
         print(f"[{i}/{total}] {key} ({family['config']}) ...", flush=True)
         log_file = osp.join(args.work_dir, 'logs', key.replace('/', '_') + '.log')
         os.makedirs(osp.dirname(log_file), exist_ok=True)
-        result = run_in_subprocess(family, size, args.timeout, log_file)
+        result = run_in_subprocess(family, step_sizes(size, args.max_size), args.timeout,
+                                   log_file)
         result.update(id=key, config=family['config'], version=VERSION, size=list(size))
         results[key] = result
         save_results(cache, results)

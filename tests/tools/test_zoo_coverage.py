@@ -65,9 +65,14 @@ def test_a_rerun_resumes_and_force_reruns(walked):
 
 def test_a_family_out_of_time_is_a_result(tmp_path):
     family = zoo_coverage.find_families(['retinanet'])[0]
-    result = zoo_coverage.run_in_subprocess(family, (64, 64), timeout=0.5)
+    result = zoo_coverage.run_in_subprocess(family, [(64, 64)], timeout=0.5)
     assert result['category'] == 'timeout'
     assert result['reason'].startswith('no result within 0.5 s (in: ')
+
+
+def test_sizes_double_up_to_the_limit():
+    assert zoo_coverage.step_sizes((128, 128), 512) == [(128, 128), (256, 256), (512, 512)]
+    assert zoo_coverage.step_sizes((128, 256), 300) == [(128, 256)]
 
 
 def test_configs_are_picked_by_dataset_then_cost():
