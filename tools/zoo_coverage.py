@@ -712,9 +712,11 @@ def main(argv=None) -> int:
         save_results(cache, results)
         print(f"[{i}/{total}] {key}: {result['category']} {result['reason']} "
               f"({result['seconds']:.1f} s)", flush=True)
-    # The table: every family with a result, also those of earlier runs.
-    known = {f['id'] for f in find_families()}
-    shown = sorted((r for r in results.values() if r['id'] in known), key=lambda r: r['id'])
+    # The table: every family with a current result, also those of earlier runs.
+    picked = {f['id']: f['config'] for f in find_families()}
+    shown = sorted((r for r in results.values() if picked.get(r['id']) == r['config'] and
+                    r.get('version') == VERSION and r.get('size') == list(size)),
+                   key=lambda r: r['id'])
     write_markdown(args.out, shown, size)
     print('\n'.join(summary(shown)))
     print(f'{len(families)} families in {time.time() - start:.0f} s; table: {args.out}, '
