@@ -2,6 +2,7 @@
 import glob
 import json
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ TST_TINY = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny.py')
 PROBE = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_probe.py')
 RANK_RECORD = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_rank_record.py')
 EPOCH_RECORD = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_epoch_record.py')
+STUDENT_BATCHES = osp.join(TEST_CONFIGS, 'retinanet_tiny_batch_record.py')
+TST_BATCHES = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny_batch_record.py')
 
 
 def read_probe(work_dir, rank=0) -> dict:
@@ -45,6 +48,7 @@ def test_iter_loop_alternates(workspace):
     summaries = [line for line in out.splitlines()
                  if 'share of the augmenter gradient: teacher' in line]
     assert len(summaries) == 2 and all('student_inverse' in line for line in summaries)
+    assert all(re.search(r'\(1 steps in [0-9.]+ s;', line) for line in summaries)
     # ... also for the visualizer, at the student iteration the phase precedes ...
     records = [json.loads(line) for path in glob.glob(str(
         workspace / 'run' / '*' / 'vis_data' / 'scalars.json')) for line in open(path)]
@@ -213,3 +217,28 @@ def test_student_learns_from_the_augmented_view_only(workspace):
     probe = read_probe(workspace / 'run')
     assert_phases(probe['records'], augment_before=[0, 2])
     assert probe['student_batches'] == [2, 2, 2, 2]  # test_iter_loop_alternates: 4
+
+
+def test_every_arm_sees_the_same_images_from_the_same_student(workspace):
+    """Student alone, student on random augmentation (teacher=None), plain KD and TST
+    (augment phases drawing 6 batches): the same initial student and, step for step,
+    the same loaded images, flips included (the pipeline's randomness lives in a
+    worker). The augment phases draw from their own dataloader."""
+    runs = {
+        'student': (STUDENT_BATCHES, ),
+        'random_augment': (TST_BATCHES, '--cfg-options', 'model.teacher=None',
+                           'model.distill_losses=None', 'train_cfg.augment_iters=[]'),
+        'kd': (TST_BATCHES, '--cfg-options', 'model.student_views=[clean]',
+               'train_cfg.augment_iters=[]'),
+        'tst': (TST_BATCHES, ),
+    }
+    records = {}
+    for name, (config, *extra) in runs.items():
+        out = train(config, workspace / name, workspace, *extra).stdout
+        with open(workspace / name / 'batches.json') as f:
+            records[name] = json.load(f)
+    assert 'TST augment phase before iteration 4: 3 augmenter steps' in out
+    student = records.pop('student')
+    assert len(student['batches']) == 6
+    for name, record in records.items():
+        assert record == student, name

@@ -13,6 +13,7 @@ the summary goes to the log and to the visualizer, at the student iteration the 
 precedes. Steps with a non-finite value (their update was skipped, see
 :mod:`tst_mm.distill.nonfinite`) are left out of the means and counted on the line.
 """
+import time
 from typing import Dict, List, Tuple
 
 import torch
@@ -30,10 +31,14 @@ class AugmentPhaseLog:
 
     Args:
         name (str): How the log names the phase, e.g. ``'before iteration 1'``.
+        timed (bool): Say how long the phase took, from this object's creation to its
+            summary (False for steps interleaved with student steps).
+            Defaults to True.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, timed: bool = True) -> None:
         self.name = name
+        self.started = time.perf_counter() if timed else None
         self.keys: List[str] = []
         self.steps: List[Tensor] = []  # one row per step; read back once, at the end
 
@@ -46,12 +51,14 @@ class AugmentPhaseLog:
 
     def summary(self) -> Tuple[str, Dict[str, float]]:
         """One log line and the scalars for the visualizer (``augment/...``)."""
-        rows = torch.stack(self.steps).cpu()
+        rows = torch.stack(self.steps).cpu()  # waits for the last step: time it after
+        took = '' if self.started is None else \
+            f' in {time.perf_counter() - self.started:.1f} s'
         finite = rows.isfinite().all(1)
         skipped, rows = int((~finite).sum()), rows[finite]
         if not len(rows):
             return (f'TST augment phase {self.name}: all {skipped} steps had non-finite '
-                    'values (their updates were skipped)', {})
+                    f'values (their updates were skipped){took}', {})
         quarter = max(1, len(rows) // 4)
         start, end = (dict(zip(self.keys, part.mean(0).tolist()))
                       for part in (rows[:quarter], rows[-quarter:]))
@@ -62,7 +69,7 @@ class AugmentPhaseLog:
         share_text = ', '.join(f'{t} {100 * shares[0][t]:.0f}% -> '
                                f'{100 * shares[1][t]:.0f}%' for t in terms)
         left_out = f', {skipped} non-finite left out' if skipped else ''
-        line = (f'TST augment phase {self.name} ({len(rows)} steps{left_out}; start -> '
+        line = (f'TST augment phase {self.name} ({len(rows)} steps{took}{left_out}; start -> '
                 f'end, means of the first and last {quarter}): ' + ', '.join(parts) +
                 f'; share of the augmenter gradient: {share_text}')
         scalars = {f'augment/{k.split("augment.", 1)[1]}': v for k, v in end.items()}

@@ -11,7 +11,14 @@ phase (a pass over COCO) can checkpoint itself every ``augment_checkpoint_interv
 steps; ``--resume`` from such a checkpoint continues the phase where it stopped.
 Each phase ends with one summary line: the objective's terms and each term's share of
 the augmenter's gradient (:mod:`tst_mm.engine.augment_log`).
+
+Augment phases draw their batches from a second dataloader over the same dataset, with
+its own sampler seed (and its own workers): the student's batches are then exactly
+those of the same config without TST (same images, same order, same pipeline
+randomness when ``num_workers > 0``), so a TST run and its plain-KD control see the
+same data.
 """
+import copy
 import os
 import os.path as osp
 from typing import Iterable, Iterator, Optional, Sequence
@@ -20,6 +27,8 @@ from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmengine.runner.loops import _InfiniteDataloaderIterator
+from torch.utils.data import DataLoader
 
 from ..distill.nonfinite import AUGMENT_STEP_KEY
 from .augment_log import AugmentPhaseLog
@@ -27,6 +36,8 @@ from .rng_state import RNGStateHook
 
 LOG_EVERY = 50  # augmenter steps between progress lines in a long augment phase
 PROGRESS_KEY = 'tst_augment_progress'  # message-hub info: dict(phase=..., steps=...)
+# The augment dataloader's seed is the run's seed plus this: another order, other workers.
+AUGMENT_SEED_OFFSET = 1
 
 
 def _check_points(name: str, points: Iterable[int], limit: int) -> tuple:
@@ -40,7 +51,7 @@ def _check_points(name: str, points: Iterable[int], limit: int) -> tuple:
 class _AlternationMixin:
     """What both loops share: checks, the augment step, the optimizer reset."""
 
-    def _setup_tst(self, augment_interval: Optional[int],
+    def _setup_tst(self, dataloader_cfg, augment_interval: Optional[int],
                    checkpoint_interval: Optional[int]) -> None:
         for name, value in (('augment_interval', augment_interval),
                             ('augment_checkpoint_interval', checkpoint_interval)):
@@ -59,7 +70,29 @@ class _AlternationMixin:
                             f'`augment_step`), got {type(model).__name__}')
         self.rng_hook = RNGStateHook(self.runner)
         self.runner.register_hook(self.rng_hook)
-        self._interval_log = AugmentPhaseLog('every-k steps')
+        self._interval_log = AugmentPhaseLog('every-k steps', timed=False)
+        self._augment_dataloader_cfg = copy.deepcopy(dataloader_cfg) \
+            if isinstance(dataloader_cfg, dict) else None
+        self._augment_dataloader: Optional[DataLoader] = None
+
+    @property
+    def augment_dataloader(self) -> DataLoader:
+        """The augment phases' dataloader: the training dataloader's config on the same
+        (already built) dataset, seeded ``seed + AUGMENT_SEED_OFFSET``; built at the first
+        phase. A training dataloader passed in built is shared instead (its student
+        batches then depend on the phases)."""
+        if self._augment_dataloader is None:
+            if self._augment_dataloader_cfg is None:
+                self._augment_dataloader = self.dataloader
+            else:
+                cfg = dict(self._augment_dataloader_cfg, dataset=self.dataloader.dataset)
+                # Between phases its workers would only hold memory.
+                cfg['persistent_workers'] = False
+                randomness = self.runner._randomness_cfg
+                self._augment_dataloader = self.runner.build_dataloader(
+                    cfg, seed=self.runner.seed + AUGMENT_SEED_OFFSET,
+                    diff_rank_seed=randomness.get('diff_rank_seed', False))
+        return self._augment_dataloader
 
     def _reset_augmenter_optimizer(self) -> None:
         """A fresh optimizer state (momentum) and the initial learning rate."""
@@ -82,7 +115,7 @@ class _AlternationMixin:
             data_batch, f'the augmenter step before iteration {self._iter + 1}'))
         if len(self._interval_log.steps) == LOG_EVERY:
             self._log_summary(self._interval_log)
-            self._interval_log = AugmentPhaseLog('every-k steps')
+            self._interval_log = AugmentPhaseLog('every-k steps', timed=False)
 
     def _log_summary(self, phase_log: AugmentPhaseLog) -> None:
         line, scalars = phase_log.summary()
@@ -176,13 +209,14 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
                  augment_passes: int = 1, augment_interval: Optional[int] = None,
                  augment_checkpoint_interval: Optional[int] = None,
                  dynamic_intervals=None) -> None:
+        dataloader_cfg = copy.deepcopy(dataloader) if isinstance(dataloader, dict) else None
         super().__init__(runner, dataloader, max_epochs, val_begin, val_interval,
                          dynamic_intervals)
         if augment_passes < 1:
             raise ValueError(f'augment_passes must be >= 1, got {augment_passes}')
         self.augment_epochs = _check_points('augment_epochs', augment_epochs, max_epochs)
         self.augment_passes = augment_passes
-        self._setup_tst(augment_interval, augment_checkpoint_interval)
+        self._setup_tst(dataloader_cfg, augment_interval, augment_checkpoint_interval)
 
     def run(self):
         if not self._steps_done(f'epoch_{self._epoch}'):
@@ -192,7 +226,8 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
     def run_epoch(self) -> None:
         if self._epoch in self.augment_epochs:
             batches = self._augment_batches()
-            self._run_augment_phase(batches, self.augment_passes * len(self.dataloader),
+            self._run_augment_phase(batches,
+                                    self.augment_passes * len(self.augment_dataloader),
                                     f'epoch_{self._epoch}', f'before epoch {self._epoch + 1}')
             # Let the last pass finish: a batch sampler left suspended after its last
             # batch keeps state (mmdet's AspectRatioBatchSampler still holds that batch
@@ -202,12 +237,13 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
         super().run_epoch()
 
     def _augment_batches(self) -> Iterator:
-        sampler = getattr(self.dataloader, 'sampler', None)
-        for _ in range(self.augment_passes):
+        loader = self.augment_dataloader
+        sampler = getattr(loader, 'sampler', None)
+        for n in range(self.augment_passes):
             if hasattr(sampler, 'set_epoch'):
                 # The same order a resumed run will see, whatever ran before.
-                sampler.set_epoch(self._epoch)
-            yield from self.dataloader
+                sampler.set_epoch(self._epoch * self.augment_passes + n)
+            yield from loader
 
     def run_iter(self, idx, data_batch: Sequence[dict]) -> None:
         if self.augment_interval and self._iter % self.augment_interval == 0:
@@ -241,36 +277,52 @@ class TSTIterBasedTrainLoop(_AlternationMixin, IterBasedTrainLoop):
                  augment_steps: int = 1, augment_interval: Optional[int] = None,
                  augment_checkpoint_interval: Optional[int] = None,
                  dynamic_intervals=None) -> None:
+        dataloader_cfg = copy.deepcopy(dataloader) if isinstance(dataloader, dict) else None
         super().__init__(runner, dataloader, max_iters, val_begin, val_interval,
                          dynamic_intervals)
         if augment_steps < 1:
             raise ValueError(f'augment_steps must be >= 1, got {augment_steps}')
         self.augment_iters = _check_points('augment_iters', augment_iters, max_iters)
         self.augment_steps = augment_steps
-        self._setup_tst(augment_interval, augment_checkpoint_interval)
+        self._setup_tst(dataloader_cfg, augment_interval, augment_checkpoint_interval)
+        self._augment_iterator: Optional[Iterator] = None
 
-    def _batches_before(self, iteration: int) -> int:
-        """Batches drawn from the data iterator before student step ``iteration``."""
-        phases = sum(1 for point in self.augment_iters if point < iteration)
-        return iteration + phases * self.augment_steps
+    @property
+    def augment_iterator(self) -> Iterator:
+        """Batches for the augment phases, endless (one iterator for the whole run)."""
+        if self._augment_iterator is None:
+            loader = self.augment_dataloader
+            self._augment_iterator = self.dataloader_iterator \
+                if loader is self.dataloader else _InfiniteDataloaderIterator(loader)
+        return self._augment_iterator
+
+    def _augment_batches_before(self, iteration: int) -> int:
+        """Augment batches the phases before student step ``iteration`` drew."""
+        return self.augment_steps * sum(1 for p in self.augment_iters if p < iteration)
 
     def run(self):
         self.runner.call_hook('before_train')
         self.runner.call_hook('before_train_epoch')
         if self._iter > 0:
-            # Resumed: skip the batches the interrupted run had already used, augment
-            # phases included, then continue its random stream.
-            skip = self._batches_before(self._iter)
-            print_log(f'Advance dataloader {skip} steps to skip data that has already '
-                      'been used', logger='current')
+            # Resumed: skip the batches the interrupted run had already used (the
+            # student's, then the augment phases'), then continue its random stream.
+            skip = self._iter
+            skip_augment = self._augment_batches_before(self._iter)
+            if self.augment_dataloader is self.dataloader:
+                skip, skip_augment = skip + skip_augment, 0
+            print_log(f'Advance dataloader {skip} steps (and the augment dataloader '
+                      f'{skip_augment}) to skip data that has already been used',
+                      logger='current')
             for _ in range(skip):
                 next(self.dataloader_iterator)
+            for _ in range(skip_augment):
+                next(self.augment_iterator)
         if not self._steps_done(f'iter_{self._iter}'):
             self.rng_hook.restore()  # else once the phase has skipped its used batches
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
             if self._iter in self.augment_iters:
-                self._run_augment_phase(self.dataloader_iterator, self.augment_steps,
+                self._run_augment_phase(self.augment_iterator, self.augment_steps,
                                         f'iter_{self._iter}',
                                         f'before iteration {self._iter + 1}')
             data_batch = next(self.dataloader_iterator)
