@@ -154,11 +154,44 @@ def test_mismatched_class_counts():
         build(cfg.model)
 
 
+def test_the_student_starts_as_the_plain_student_config_would():
+    """Teacher, augmenter and adapters are built on a side random stream: under the same
+    seed the distiller's student gets the plain student's initial weights."""
+    from mmengine.runner import set_random_seed
+    cfg = tiny_cfg()
+    set_random_seed(0)
+    plain = build(cfg.model.student)
+    plain.init_weights()
+    set_random_seed(0)
+    distiller = build(cfg.model)
+    distiller.init_weights()
+    torch.testing.assert_close(distiller.student.state_dict(), plain.state_dict(),
+                               rtol=0, atol=0)
+
+
+def test_no_teacher_is_the_augmentation_control(coco_digits):
+    cfg = tiny_cfg()
+    cfg.model.teacher = None
+    with pytest.raises(ValueError, match='teacher=None.*no distill_losses'):
+        build(cfg.model)
+    cfg.model.distill_losses = None
+    model = build(cfg.model)
+    assert model.teacher is None
+    from mmengine.optim import OptimWrapper, OptimWrapperDict
+    optim = OptimWrapperDict(
+        student=OptimWrapper(torch.optim.SGD(model.student.parameters(), lr=0.01)),
+        augmenter=OptimWrapper(torch.optim.SGD(model.augmenter.parameters(), lr=0.01)))
+    log = model.train_step(one_batch(coco_digits), optim)
+    assert not any(key.startswith('distill') for key in log)
+    with pytest.raises(RuntimeError, match="teacher=None: the augmenter's objective"):
+        model.augment_step(one_batch(coco_digits), optim)
+
+
 def test_unsupported_task_loss_is_named_at_build():
     cfg = tiny_cfg()
-    cfg.model.student.bbox_head.loss_cls = dict(
-        type='GHMC', bins=30, momentum=0.75, use_sigmoid=True, loss_weight=1.0)
-    with pytest.raises(NotImplementedError, match='GHMC.*divergence'):
+    # LVIS's equalization loss (EQL v2): no inverse yet.
+    cfg.model.student.bbox_head.loss_cls = dict(type='EQLV2Loss', num_classes=10)
+    with pytest.raises(NotImplementedError, match='EQLV2Loss.*divergence'):
         build(cfg.model)
     cfg.model.augment_loss_weights = dict(student_inverse=0, divergence=1)
     build(cfg.model)  # the divergence term needs no inverse
@@ -207,3 +240,36 @@ def test_checkpoint_layout_is_the_same_with_and_without_ddp(tmp_path):
                                        single.student.state_dict())
     finally:
         dist.destroy_process_group()
+
+
+def test_a_student_with_inline_losses_is_named_at_build():
+    """mmdet's SSD computes its losses inline (no `loss_*` module): nothing to invert."""
+    cfg = tiny_cfg()
+    cfg.model.student = dict(
+        type='SingleStageDetector', backbone=cfg.model.student.backbone,
+        neck=cfg.model.student.neck, data_preprocessor=cfg.model.student.data_preprocessor,
+        bbox_head=dict(type='SSDHead', num_classes=10, in_channels=(16, ) * 5,
+                       anchor_generator=dict(type='SSDAnchorGenerator', scale_major=False,
+                                             input_size=300, strides=[8, 16, 32, 64, 128],
+                                             ratios=[[2]] * 5, basesize_ratio_range=(
+                                                 0.15, 0.9)),
+                       bbox_coder=dict(type='DeltaXYWHBBoxCoder',
+                                       target_means=[0.0] * 4,
+                                       target_stds=[0.1, 0.1, 0.2, 0.2])),
+        train_cfg=dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5,
+                                     neg_iou_thr=0.5, min_pos_iou=0.0),
+                       sampler=dict(type='PseudoSampler'), smoothl1_beta=1.0,
+                       allowed_border=-1, pos_weight=-1, neg_pos_ratio=3, debug=False))
+    cfg.model.teacher = copy.deepcopy(cfg.model.student)
+    cfg.model.distill_losses = None
+    with pytest.raises(NotImplementedError, match='SingleStageDetector.*no task-loss'):
+        build(cfg.model)
+
+
+def test_a_wrapper_is_refused_as_student():
+    cfg = tiny_cfg()
+    cfg.model.student = dict(type='SoftTeacher', detector=cfg.model.student,
+                             data_preprocessor=cfg.model.student.data_preprocessor,
+                             semi_train_cfg=dict(freeze_teacher=True))
+    with pytest.raises(TypeError, match='semi-supervised teacher-student wrapper'):
+        build(cfg.model)

@@ -17,6 +17,7 @@ from .inverse_losses import (INVERSE_REDUCTIONS, find_task_losses, inversion_of,
 from .nonfinite import NonFiniteGuard, bounded
 from .normalize import InputNormalizer
 from .recorders import ModuleOutputRecorder
+from .student_check import check_single_model
 from .teacher import load_teacher, model_cfg
 from .teacher_inputs import StudentInputs
 from .updates import update, update_by_terms
@@ -44,8 +45,10 @@ class TSTDistiller(BaseModel):
 
     Args:
         student (dict): An mmdet / mmseg model config.
-        teacher (dict | str): A model config, or a config file whose ``model`` is used
-            (``'mmdet::retinanet/retinanet_r101_fpn_2x_coco.py'`` works).
+        teacher (dict | str | None): A model config, or a config file whose ``model``
+            is used (``'mmdet::retinanet/retinanet_r101_fpn_2x_coco.py'`` works). None:
+            no teacher and no distillation, the student trains on the augmenter's views
+            as plain augmentation (a control for studies; no augment phases).
         teacher_ckpt (str, optional): Local path or URL of the teacher's weights, loaded
             at construction. None keeps the teacher's own initialisation (tests only;
             a warning says so). Defaults to None.
@@ -102,7 +105,7 @@ class TSTDistiller(BaseModel):
 
     def __init__(self,
                  student: dict,
-                 teacher: Union[dict, str],
+                 teacher: Union[dict, str, None],
                  teacher_ckpt: Optional[str] = None,
                  augmenter: dict = dict(type='TSTAugmenter'),
                  distill_losses: Optional[Dict[str, dict]] = None,
@@ -114,7 +117,8 @@ class TSTDistiller(BaseModel):
                  augmenter_param_bound: float = 10.0,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        student_cfg, teacher_cfg = model_cfg(student), model_cfg(teacher)
+        student_cfg = model_cfg(student)
+        teacher_cfg = model_cfg(teacher) if teacher is not None else None
         data_preprocessor = dict(data_preprocessor or student_cfg.get('data_preprocessor')
                                  or {})
         # Always pixel space, RGB: the Runner also fills this argument in from a
@@ -123,11 +127,22 @@ class TSTDistiller(BaseModel):
         data_preprocessor.update(mean=None, std=None, bgr_to_rgb=True, rgb_to_bgr=False)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = MODELS.build(student_cfg)
-        self.teacher = MODELS.build(teacher_cfg)
-        self.augmenter = MODELS.build(augmenter)
+        check_single_model(self.student)
+        # Everything else is built on a side random stream, so the student starts from
+        # the weights the plain student config gets under the same seed: a TST run and
+        # its controls (student alone, plain KD) start from the same student.
+        with torch.random.fork_rng(devices=[]):
+            self.teacher = MODELS.build(teacher_cfg) if teacher_cfg is not None else None
+            self.augmenter = MODELS.build(augmenter)
+            self._build_distill_losses(distill_losses or {})
         self.student_normalizer = InputNormalizer(student_cfg.get('data_preprocessor'))
-        self.teacher_normalizer = InputNormalizer(teacher_cfg.get('data_preprocessor'))
-        _check_num_classes(self.student, self.teacher)
+        if self.teacher is not None:
+            check_single_model(self.teacher)
+            self.teacher_normalizer = InputNormalizer(teacher_cfg.get('data_preprocessor'))
+            _check_num_classes(self.student, self.teacher)
+        elif distill_losses or teacher_inputs:
+            raise ValueError('teacher=None trains the student alone (on the augmenter\'s '
+                             'views): give no distill_losses and no teacher_inputs')
 
         if tuple(student_views) not in STUDENT_VIEWS:
             raise ValueError(f'student_views must be one of {STUDENT_VIEWS}, got '
@@ -152,15 +167,19 @@ class TSTDistiller(BaseModel):
                              f'valid: {sorted(weights)}')
         weights.update(augment_loss_weights or {})
         self.augment_loss_weights = weights
-        if weights['student_inverse']:
+        if weights['student_inverse'] and self.teacher is not None:
             # Fail at build time, not at the first augment phase hours later.
-            for _, _, task_loss in find_task_losses(self.student):
+            task_losses = find_task_losses(self.student)
+            if not task_losses:
+                raise NotImplementedError(
+                    f'the student ({type(self.student).__name__}) has no task-loss '
+                    'submodules (named loss_*): it computes its losses inline, so the '
+                    "augmenter's student-inverse term has nothing to invert. Train the "
+                    'augmenter on the divergence instead: TSTDistiller(augment_loss_'
+                    'weights=dict(student_inverse=0, divergence=1))')
+            for _, _, task_loss in task_losses:
                 inversion_of(task_loss)
 
-        self.distill_losses = nn.ModuleDict()
-        self.loss_paths: Dict[str, Tuple[str, str]] = {}
-        for name, cfg in (distill_losses or {}).items():
-            self._add_distill_loss(name, dict(cfg))
         self.student_recorder = ModuleOutputRecorder(
             self.student, [s for s, _ in self.loss_paths.values()], 'student') \
             if self.loss_paths else None
@@ -179,13 +198,20 @@ class TSTDistiller(BaseModel):
         # runs every head (mmseg's auxiliary heads run in 'loss' mode only).
         self._teacher_mode = 'tensor' if self.student_inputs is not None else 'loss'
 
-        self._freeze_teacher(teacher_ckpt)
+        if self.teacher is not None:
+            self._freeze_teacher(teacher_ckpt)
         # Checkpoints hold one layout whatever the launcher: no teacher (its weights
         # come from teacher_ckpt) and the student without a DDP wrapper's `module.`.
         self._register_state_dict_hook(_canonical_state_dict)
         self._register_load_state_dict_pre_hook(self._fit_state_dict)
 
     # ----------------------------------------------------------------- building ---
+    def _build_distill_losses(self, cfgs: Dict[str, dict]) -> None:
+        self.distill_losses = nn.ModuleDict()
+        self.loss_paths: Dict[str, Tuple[str, str]] = {}
+        for name, cfg in cfgs.items():
+            self._add_distill_loss(name, dict(cfg))
+
     def _add_distill_loss(self, name: str, cfg: dict) -> None:
         if 'loss' not in name:
             raise ValueError(f"distill loss name {name!r} must contain 'loss', or "
@@ -212,7 +238,8 @@ class TSTDistiller(BaseModel):
 
     def train(self, mode: bool = True) -> 'TSTDistiller':
         super().train(mode)
-        self.teacher.eval()  # dropout and BatchNorm always in inference mode
+        if self.teacher is not None:
+            self.teacher.eval()  # dropout and BatchNorm always in inference mode
         return self
 
     def _fit_state_dict(self, state_dict, prefix, *args) -> None:
@@ -224,7 +251,7 @@ class TSTDistiller(BaseModel):
         adds ``module.`` (:class:`tst_mm.engine.TSTDistributedDataParallel`).
         """
         _rename_prefix(state_dict, f'{prefix}student.module.', f'{prefix}student.')
-        for key, value in self.teacher.state_dict().items():
+        for key, value in (self.teacher.state_dict() if self.teacher else {}).items():
             state_dict.setdefault(f'{prefix}teacher.{key}', value)
 
     # ---------------------------------------------------------------- the steps ---
@@ -237,7 +264,8 @@ class TSTDistiller(BaseModel):
         2. Build the student's views: ``[x_aug ; x]`` (or ``x_aug`` alone).
         3. Student task loss on the views, recording its outputs (and the inputs the
            teacher is to reuse, see ``teacher_inputs``).
-        4. Run the frozen teacher on the views, recording its outputs.
+        4. Run the frozen teacher on the views, recording its outputs (if anything is
+           distilled).
         5. Distillation losses; update the student and the distillation adapters.
         """
         optim = optim_wrapper['student']
@@ -247,10 +275,11 @@ class TSTDistiller(BaseModel):
             with self._recording(self.student_recorder), self._feed('recording'):
                 task = self.student(self.student_normalizer(inputs, samples), samples,
                                     'loss')
-            with torch.no_grad(), self._recording(self.teacher_recorder), \
-                    self._feed('replacing'):
-                self.teacher(self.teacher_normalizer(inputs, samples), samples,
-                             self._teacher_mode)
+            if self.distill_losses:
+                with torch.no_grad(), self._recording(self.teacher_recorder), \
+                        self._feed('replacing'):
+                    self.teacher(self.teacher_normalizer(inputs, samples), samples,
+                                 self._teacher_mode)
             losses = {**_add_prefix(task, 'student'),
                       **_add_prefix(self._distill_losses(), 'distill')}
         loss, log_vars = self.parse_losses(losses)
@@ -274,6 +303,10 @@ class TSTDistiller(BaseModel):
             raise RuntimeError("student_views=('clean',) is plain distillation: the "
                                'student never sees augmented images, so training the '
                                'augmenter is wasted work; remove the augment phases')
+        if self.teacher is None:
+            raise RuntimeError('teacher=None: the augmenter\'s objective needs a teacher; '
+                               'remove the augment phases (the policy then stays at its '
+                               'initial, random state) or give a teacher')
         optim = optim_wrapper['augmenter']
         with optim.optim_context(self.augmenter), frozen(self.student):
             data = self.data_preprocessor(data, True)
