@@ -172,6 +172,20 @@ def test_boxes_and_label_maps_follow_the_warped_image(ops, seed):
     assert iou(box[0], extent(label)) > 0.9
 
 
+def test_panoptic_label_maps_keep_their_mmdet_field():
+    """mmdet's panoptic pipeline packs the label map as ``gt_sem_seg.sem_seg``: it is
+    warped like mmseg's ``data`` and stays under its own name."""
+    img, dets, segs = rectangle_batch()
+    dets[0].gt_sem_seg = PixelData(sem_seg=segs[0].gt_sem_seg.data.clone())
+    aug = forced(['Rotate'], magnitude=0.95)
+    torch.manual_seed(0)
+    _, new = aug(img, dets)
+    torch.manual_seed(0)
+    _, new_seg = aug(img, segs)
+    assert 'data' not in new[0].gt_sem_seg
+    assert torch.equal(new[0].gt_sem_seg.sem_seg, new_seg[0].gt_sem_seg.data)
+
+
 def test_boxes_are_clipped_to_the_real_image_and_dropped_with_their_labels():
     real = (H - 10, W - 20)  # the batch is padded beyond it
     aug = TSTAugmenter(

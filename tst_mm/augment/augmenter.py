@@ -207,16 +207,27 @@ class TSTAugmenter(TSTPolicy):
         seg_rows = [k for k, r in enumerate(rows_list) if hasattr(samples[r], 'gt_sem_seg')]
         if seg_rows:
             h, w = size
-            maps = [samples[rows_list[k]].gt_sem_seg.data for k in seg_rows]
+            fields = [_label_field(samples[rows_list[k]].gt_sem_seg) for k in seg_rows]
+            maps = [samples[rows_list[k]].gt_sem_seg.get(f) for k, f in zip(seg_rows, fields)]
             seg = torch.stack([_pad_to(m, (h, w), self.seg_ignore_index) for m in maps])
             pick = torch.tensor(seg_rows, device=theta.device)
             warped = warp_label_maps(seg, theta[pick], self.seg_ignore_index)
             seg = torch.where(move[pick] > 0, warped, seg)
-            for k, m, s in zip(seg_rows, maps, seg):
+            for k, field, m, s in zip(seg_rows, fields, maps, seg):
                 data = s[:, :m.shape[-2], :m.shape[-1]].to(m.dtype)
                 samples[rows_list[k]].gt_sem_seg = PixelData(
-                    data=data, metainfo=samples[rows_list[k]].gt_sem_seg.metainfo)
+                    **{field: data}, metainfo=samples[rows_list[k]].gt_sem_seg.metainfo)
         return samples
+
+
+def _label_field(label_map: PixelData) -> str:
+    """The field holding the label map: mmseg packs it as ``data``, mmdet's panoptic
+    pipeline as ``sem_seg``."""
+    for field in ('data', 'sem_seg'):
+        if field in label_map:
+            return field
+    raise KeyError(f'gt_sem_seg has neither a `data` (mmseg) nor a `sem_seg` (mmdet) '
+                   f'field, only {list(label_map.keys())}')
 
 
 class _ResidualSum(torch.autograd.Function):
