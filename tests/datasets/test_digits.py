@@ -154,8 +154,8 @@ def test_same_seed_gives_identical_files(tmp_path, kind):
     files = [sorted(osp.relpath(p, r) for p in _file_times(r)) for r in roots]
     assert files[0] == files[1] and len(files[0]) > TINY_KW['num_train']
     for rel in files[0]:
-        with open(osp.join(roots[0], rel), 'rb') as fa, open(osp.join(roots[1], rel),
-                                                              'rb') as fb:
+        with open(osp.join(roots[0], rel), 'rb') as fa, \
+                open(osp.join(roots[1], rel), 'rb') as fb:
             assert fa.read() == fb.read(), rel
     other = ensure_digits_set(kind, str(tmp_path / 'c'), **dict(TINY_KW, seed=8))[0]
     img = next(r for r in files[0] if r.endswith('.png') and 'gtFine' not in r)

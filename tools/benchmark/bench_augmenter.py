@@ -168,7 +168,7 @@ def det_samples(n, h, w):
 def mask_samples(n, h, w, instances, kind):
     """``det_samples`` with ``instances`` boxes per image and, unless ``kind`` is None,
     an octagon mask per instance inscribed in its box (bitmap or polygon)."""
-    from mmdet.structures.mask import BitmapMasks, PolygonMasks
+    from mmdet.structures.mask import PolygonMasks
     from mmdet.structures.bbox import HorizontalBoxes
     from mmengine.structures import InstanceData
     g = torch.Generator().manual_seed(instances)
