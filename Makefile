@@ -23,5 +23,6 @@ test: install
 zoo-coverage: install
 	$(PYTHON) tools/zoo_coverage.py
 
+# The demo's runs are the study's (seed 0): this removes both.
 clean-demo:
-	rm -rf work_dirs/demo data/demo
+	rm -rf work_dirs/study data/study

@@ -1,0 +1,19 @@
+# The study's segmentation student: the teacher's PSPNet at a quarter of ResNet-18's
+# width, 300 iterations on the first 200 training images (the low-data regime the study
+# measures; see docs/results.md).
+_base_ = './pspnet_r18_cityscapes_digits.py'
+
+max_iters = 300
+width = 16
+model = dict(
+    backbone=dict(stem_channels=width, base_channels=width),
+    decode_head=dict(in_channels=8 * width, channels=2 * width),
+    auxiliary_head=dict(in_channels=4 * width, channels=width))
+train_dataloader = dict(dataset=dict(indices=200))
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters,
+         T_max=max_iters - 30, eta_min=1e-5),
+]
+default_hooks = dict(checkpoint=dict(interval=max_iters))

@@ -1,0 +1,137 @@
+"""Tables (and the learned-policy plot) of the study from its per-run records.
+
+    python tools/study/report.py [--results docs/study]
+
+Reads ``RESULTS/<task>/*.json`` (written by tools/study/study.py), prints per task a
+markdown table (mean +- std over seeds on the dev and held-out images, wall clock,
+time in augment phases) and the per-seed differences that matter (TST - KD with the
+frozen random policy, TST - plain KD), and writes ``RESULTS/tables.md`` and
+``RESULTS/policy_<task>.png`` (the TST runs' policy over training, mean over seeds).
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import statistics
+import sys
+from collections import defaultdict
+from typing import Dict, List
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from study import ARMS, TASKS  # noqa: E402
+
+CONTRASTS = (('tst', 'kd_random_aug'), ('tst', 'kd'), ('kd', 'student'),
+             ('kd_random_aug', 'kd'), ('random_aug', 'student'))
+
+
+def mean_std(values: List[float]) -> str:
+    if not values:
+        return '-'
+    if len(values) == 1:
+        return f'{values[0]:.3f}'
+    return f'{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}'
+
+
+def cpu(runs) -> str:
+    """Mean CPU seconds of the runs that recorded them ('-' if none did)."""
+    values = [r['cpu_seconds'] for r in runs if r.get('cpu_seconds') is not None]
+    return f'{statistics.mean(values):.0f}' if values else '-'
+
+
+def load(results: str, task: str) -> Dict[str, Dict[int, dict]]:
+    runs: Dict[str, Dict[int, dict]] = defaultdict(dict)
+    for path in sorted(glob.glob(osp.join(results, task, '*.json'))):
+        with open(path) as f:
+            run = json.load(f)
+        runs[run['arm']][run.get('seed', 0)] = run
+    return runs
+
+
+def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
+    metric = TASKS[task]['metric']
+    lines = [f'### {task}: {metric}', '',
+             '| arm | seeds | dev | held-out | wall clock (s, median) | CPU (s) | '
+             'in augment phases (s) | command |', '|' + ' --- |' * 8]
+    if 'teacher' in runs:
+        teacher = runs['teacher'][0]
+        lines.append(f'| teacher | - | {teacher["dev"][metric]:.3f} | '
+                     f'{teacher["heldout"][metric]:.3f} | {teacher["seconds"]:.0f} | '
+                     f'{cpu([teacher])} | - | '
+                     f'`python tools/study/study.py --tasks {task}` (trained first) |')
+    for arm, (what, _, _) in ARMS.items():
+        seeds = runs.get(arm, {})
+        if not seeds:
+            continue
+        dev = [r['dev'][metric] for r in seeds.values()]
+        held = [r['heldout'][metric] for r in seeds.values()]
+        wall = statistics.median(r['seconds'] for r in seeds.values())
+        phases = statistics.mean(r['augment_seconds'] for r in seeds.values())
+        seed_list = ' '.join(str(s) for s in sorted(seeds))
+        lines.append(f'| {arm}: {what} | {seed_list} | {mean_std(dev)} | {mean_std(held)} '
+                     f'| {wall:.0f} | {cpu(seeds.values())} | {phases:.0f} | '
+                     '`python tools/study/study.py --tasks '
+                     f'{task} --arms {arm} --seeds {seed_list}` |')
+    lines += ['', 'Per-seed differences on the held-out images (same seed, same images, '
+              'same initial student):', '',
+              '| difference | seeds | per seed | mean ± std |', '| --- | --- | --- | --- |']
+    for a, b in CONTRASTS:
+        seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        if not seeds:
+            continue
+        diffs = [runs[a][s]['heldout'][metric] - runs[b][s]['heldout'][metric]
+                 for s in seeds]
+        per_seed = ', '.join(f'{d:+.3f}' for d in diffs)
+        spread = (f'{statistics.mean(diffs):+.3f} ± {statistics.stdev(diffs):.3f}'
+                  if len(diffs) > 1 else f'{diffs[0]:+.3f}')
+        lines.append(f'| {a} − {b} | {len(seeds)} | {per_seed} | {spread} |')
+    gaps = [abs(r['dev'][metric] - r['heldout'][metric])
+            for arm in runs.values() for r in arm.values()]
+    if gaps:
+        lines += ['', f'Dev vs held-out, same checkpoint: mean |difference| '
+                  f'{statistics.mean(gaps):.3f} (max {max(gaps):.3f}) over {len(gaps)} '
+                  'runs: the sampling noise of one evaluation set.']
+    return lines + ['']
+
+
+def policy_plot(task: str, runs: Dict[str, Dict[int, dict]], path: str) -> bool:
+    """The TST runs' policy at each logged step, averaged over seeds."""
+    from tst_mm.engine.hooks.policy_hook import plot_policy
+    tst = [r['policy'] for r in runs.get('tst', {}).values() if r.get('policy')]
+    if not tst:
+        return False
+    steps = sorted(set.intersection(*(set(p) for p in tst)), key=int)
+    history, magnitude_ops = [], set()
+    for step in steps:
+        policy: Dict[str, Dict[str, float]] = defaultdict(dict)
+        for key in tst[0][step]:
+            op, field = key[len('policy/'):].rsplit('.', 1)
+            policy[op][field] = statistics.mean(p[step][key] for p in tst)
+            if field == 'magnitude':
+                magnitude_ops.add(op)
+        history.append(dict(step=int(step), policy=dict(policy)))
+    plot_policy(history, sorted(magnitude_ops), path)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--results', default='docs/study')
+    args = parser.parse_args()
+    lines = []
+    for task in TASKS:
+        runs = load(args.results, task)
+        if not runs:
+            continue
+        lines += task_table(task, runs)
+        plot = osp.join(args.results, f'policy_{task}.png')
+        if policy_plot(task, runs, plot):
+            lines += [f'![the policy TST learned, {task}](policy_{task}.png)', '']
+    text = '\n'.join(lines)
+    print(text)
+    with open(osp.join(args.results, 'tables.md'), 'w') as f:
+        f.write('<!-- written by tools/study/report.py from the JSON records here -->\n\n'
+                + text)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,212 @@
+"""The seeded study: does TST train a better student than plain distillation?
+
+    python tools/study/study.py                                # both tasks, 5 arms, seeds 0-2
+    python tools/study/study.py --tasks det --arms kd tst --seeds 0 1 2 3 4
+
+For each task (``det``: RetinaNet on the COCO-format digits; ``seg``: PSPNet on the
+Cityscapes-format digits):
+
+1. Write the data: 1000 training images and 500 *dev* images (data/study/<kind>), and
+   500 *held-out* images generated from another seed (data/study/<kind>_heldout). Every
+   choice of the configs was made on dev images (the demo's validation images are its
+   first 200); held-out images are only ever evaluated.
+2. Train the teacher once on the 1000 images (cached).
+3. Train every arm x seed through tools/train.py. The students learn from the first
+   200 training images (the low-data regime, where distillation has most to add), 300
+   iterations of 8 loaded images; every arm loads the same images in the same order
+   and starts from the same student weights (TST's augment phases read their own
+   dataloader). The arms, all from one TST config:
+     student         the student alone
+     random_aug      the student on [x_aug ; x] from the augmenter's initial (random)
+                     policy, no teacher
+     kd              plain KD: the distillation losses, no augmenter
+     kd_random_aug   KD on [x_aug ; x] from the frozen initial policy
+     tst             TST: KD on [x_aug ; x], the policy learned in augment phases
+   ``kd_random_aug`` against ``tst`` is the question TST answers: does *learning* the
+   policy beat random augmentation of the same family?
+4. Evaluate each run on dev and held-out images and write docs/study/<task>/<arm>_seed<N>.json
+   (metrics, wall clock, time in augment phases, the command, the learned policy).
+
+A finished run (same config, options, data and teacher) is skipped, so an interrupted
+study continues where it stopped. ``python tools/study/report.py`` makes the tables.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import time
+from typing import Dict, List
+
+import tst_mm  # noqa: F401
+from tst_mm.datasets import ensure_digits_set
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from runs import evaluate, latest_scalars, train  # noqa: E402
+
+TASKS = {
+    'det': dict(
+        kind='coco', metric='coco/bbox_mAP', image_size=(256, 256),
+        teacher='configs/study/retinanet_r18_digits.py',
+        student='configs/study/retinanet_r18-narrow_digits.py',
+        tst='configs/study/tst_retinanet_r18_r18-narrow_digits.py'),
+    'seg': dict(
+        # Digits 24-40 px tall, 1-3 per image: with the generator's default 12-19 px at
+        # 64 x 128 the half-width teacher learned only the background (mIoU 8.7 = the
+        # background's IoU / 11 classes, after 900 iterations).
+        kind='cityscapes', metric='mIoU', image_size=(64, 128),
+        digits=dict(digits_per_image=(1, 3), digit_size=(24, 40)),
+        teacher='configs/study/pspnet_r18_cityscapes_digits.py',
+        student='configs/study/pspnet_r18-narrow_cityscapes_digits.py',
+        tst='configs/study/tst_pspnet_r18_r18-narrow_cityscapes_digits.py'),
+}
+# arm -> (what it is, config key in TASKS, --cfg-options on that config)
+ARMS = {
+    'student': ('student alone', 'student', []),
+    'random_aug': ('student + random augmenter policy (no teacher)', 'tst',
+                   ['model.teacher=None', 'model.distill_losses=None',
+                    'train_cfg.augment_iters=[]']),
+    'kd': ('plain KD', 'tst', ['model.student_views=[clean]', 'train_cfg.augment_iters=[]']),
+    'kd_random_aug': ('KD + frozen random augmenter policy', 'tst',
+                      ['train_cfg.augment_iters=[]']),
+    'tst': ('TST (KD + learned policy)', 'tst', []),
+}
+PREFIX = '[study]'
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--tasks', nargs='+', choices=tuple(TASKS), default=list(TASKS))
+    parser.add_argument('--arms', nargs='+', choices=tuple(ARMS), default=list(ARMS))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--work-dir', default='work_dirs/study',
+                        help='runs go to WORK_DIR/<task>/<arm>_seed<N> (default: '
+                        'work_dirs/study)')
+    parser.add_argument('--results', default='docs/study',
+                        help='where the per-run JSON records go (default: docs/study)')
+    parser.add_argument('--data-root', default='data/study',
+                        help='where the generated sets go (default: data/study, where '
+                        'the study configs read them)')
+    parser.add_argument('--num-images', type=int, nargs=3, default=[1000, 500, 500],
+                        metavar=('TRAIN', 'DEV', 'HELDOUT'),
+                        help='images per set (default: 1000 500 500)')
+    parser.add_argument('--max-iters', type=int,
+                        help="shorter runs (smoke tests); default: the configs' own")
+    return parser.parse_args()
+
+
+def write_data(spec: dict, args) -> Dict[str, str]:
+    """Training and dev images from seed 0, held-out images from seed 1."""
+    kind, size = spec['kind'], spec['image_size']
+    num_train, num_dev, num_heldout = args.num_images
+    roots = dict(dev=osp.join(args.data_root, kind),
+                 heldout=osp.join(args.data_root, f'{kind}_heldout'))
+    digits = spec.get('digits', {})
+    ensure_digits_set(kind, roots['dev'], num_train, num_dev, size, seed=0, **digits)
+    ensure_digits_set(kind, roots['heldout'], 0, num_heldout, size, seed=1, **digits)
+    return roots
+
+
+def data_options(kind: str, root: str, loaders=('train', 'val', 'test')) -> List[str]:
+    """--cfg-options that read (and, for COCO, evaluate) the set in ``root``."""
+    root = root.rstrip('/') + '/'
+    options = [f'{loader}_dataloader.dataset.data_root={root}' for loader in loaders]
+    if kind == 'coco':
+        options += [f'{loader}_evaluator.ann_file={root}annotations/instances_val.json'
+                    for loader in loaders if loader != 'train']
+    return options
+
+
+def short_options(max_iters) -> List[str]:
+    """--cfg-options for a run of ``max_iters`` iterations, one augment step."""
+    if not max_iters:
+        return []
+    return [f'train_cfg.max_iters={max_iters}', f'train_cfg.val_interval={max_iters}',
+            f'default_hooks.checkpoint.interval={max_iters}']
+
+
+def final_policy(work_dir: str) -> Dict:
+    """The policy TSTPolicyHook logged, per logged step: {step: {key: value}}."""
+    return {row.pop('step'): row for row in latest_scalars(work_dir, 'policy/')}
+
+
+def run_task(task: str, args, progress: Dict, prefix: str = PREFIX) -> Dict[str, Dict]:
+    """Trains and evaluates ``task``'s teacher and ``args.arms`` x ``args.seeds``
+    (each once); returns the records: ``'teacher'`` and ``'<arm>_seed<N>'``."""
+    spec = TASKS[task]
+    roots = write_data(spec, args)
+    # No validation while training: every run is evaluated afterwards on both sets.
+    common = ['val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',
+              *data_options(spec['kind'], roots['dev'], ('train', 'test')),
+              *short_options(args.max_iters), *getattr(args, 'cfg_options', [])]
+    work = osp.join(args.work_dir, task)
+    results = osp.join(args.results, task)
+    os.makedirs(results, exist_ok=True)
+
+    def record(name, config, work_dir, options, ckpt, run):
+        metrics = {split: evaluate(name, config, ckpt, work_dir,
+                                   options + data_options(spec['kind'], root, ['test']),
+                                   split, prefix)
+                   for split, root in roots.items()}
+        for values in metrics.values():
+            # CocoMetric returns nothing when no box scores above the test score
+            # threshold (an untrained detector): its mAP is 0.
+            values.setdefault(spec['metric'], 0.0)
+        return dict(task=task, config=config, options=options, command=run['command'],
+                    checkpoint=ckpt,
+                    seconds=run['seconds'], cpu_seconds=run.get('cpu_seconds'),
+                    augment_seconds=run.get('augment_seconds', 0),
+                    metric=spec['metric'],
+                    dev=metrics['dev'], heldout=metrics['heldout'])
+
+    teacher_dir = osp.join(work, 'teacher')
+    teacher_ckpt, run = train(f'{task} teacher', spec['teacher'], teacher_dir, common,
+                              [roots['dev']], prefix=prefix)
+    teacher = record(f'{task} teacher', spec['teacher'], teacher_dir, common, teacher_ckpt,
+                     run)
+    records = dict(teacher=dict(teacher, arm='teacher'))
+    with open(osp.join(results, 'teacher.json'), 'w') as f:
+        json.dump(records['teacher'], f, indent=1)
+    print(f'{prefix} {task} teacher: {spec["metric"]} dev '
+          f'{teacher["dev"][spec["metric"]]:.3f}, held-out '
+          f'{teacher["heldout"][spec["metric"]]:.3f}', flush=True)
+
+    for seed in args.seeds:
+        for arm in args.arms:
+            progress['done'] += 1
+            what, config_key, arm_options = ARMS[arm]
+            name = f'{task} {arm} seed {seed} ({progress["done"]}/{progress["total"]})'
+            options = [*common, *arm_options, f'randomness.seed={seed}']
+            uses_teacher = config_key == 'tst' and arm != 'random_aug'
+            if uses_teacher:
+                options.append(f'model.teacher_ckpt={teacher_ckpt}')
+            if args.max_iters and arm == 'tst':
+                options += ['train_cfg.augment_iters=[0]', 'train_cfg.augment_steps=1']
+            work_dir = osp.join(work, f'{arm}_seed{seed}')
+            ckpt, run = train(name, spec[config_key], work_dir, options, [roots['dev']],
+                              (teacher_ckpt, ) if uses_teacher else (), prefix=prefix)
+            result = record(name, spec[config_key], work_dir, options, ckpt, run)
+            result.update(arm=arm, description=what, seed=seed,
+                          policy=final_policy(work_dir) if config_key == 'tst' else {})
+            records[f'{arm}_seed{seed}'] = result
+            with open(osp.join(results, f'{arm}_seed{seed}.json'), 'w') as f:
+                json.dump(result, f, indent=1)
+            print(f'{prefix} {name}: {spec["metric"]} dev '
+                  f'{result["dev"][spec["metric"]]:.3f}, held-out '
+                  f'{result["heldout"][spec["metric"]]:.3f} ({run["seconds"]:.0f} s)',
+                  flush=True)
+    return records
+
+
+def main() -> None:
+    args = parse_args()
+    start = time.time()
+    progress = dict(done=0, total=len(args.tasks) * len(args.seeds) * len(args.arms))
+    for task in args.tasks:
+        run_task(task, args, progress)
+    print(f'{PREFIX} finished in {time.time() - start:.0f} s; tables: '
+          f'python tools/study/report.py --results {args.results}')
+
+
+if __name__ == '__main__':
+    main()
