@@ -42,17 +42,17 @@ def load_config(config: str, options: Sequence[str]) -> Config:
     return cfg
 
 
-def final_checkpoint(config: str, options: Sequence[str], work_dir: str) -> str:
-    max_iters = load_config(config, options).train_cfg.max_iters
+def final_checkpoint(cfg: Config, work_dir: str) -> str:
+    max_iters = cfg.train_cfg.max_iters
     return osp.join(work_dir, f'iter_{max_iters}.pth')
 
 
-def fingerprint(config: str, options: Sequence[str], data_roots: Sequence[str],
+def fingerprint(cfg: Config, data_roots: Sequence[str],
                 depends: Sequence[str] = ()) -> str:
     """What a run depends on: its resolved config (bases included), the options, the
     data sets' parameters and the files it loads. An edited config, other data or a
     retrained teacher trains again."""
-    text = load_config(config, options).pretty_text
+    text = cfg.pretty_text
     for root in data_roots:
         marker = osp.join(root, 'tst_mm_digits.json')
         text += open(marker).read() if osp.isfile(marker) else root
@@ -71,9 +71,10 @@ def train(name: str, config: str, work_dir: str, options: Sequence[str],
         the wall clock to other jobs on the machine), ``augment_seconds`` (wall clock in
         augment phases, from the log).
     """
-    ckpt = final_checkpoint(config, options, work_dir)
+    cfg = load_config(config, options)  # read once: a config with mmdet:: bases takes seconds
+    ckpt = final_checkpoint(cfg, work_dir)
     stamp = osp.join(work_dir, STAMP)
-    key = fingerprint(config, options, data_roots, depends)
+    key = fingerprint(cfg, data_roots, depends)
     if osp.isfile(ckpt) and osp.isfile(stamp):
         with open(stamp) as f:
             record = json.load(f)
