@@ -38,3 +38,23 @@ def test_study_runs_resumes_and_reports(tmp_path):
     assert '| tst − kd ' not in report  # a difference needs both arms
     assert osp.isfile(tmp_path / 'results' / 'tables.md')
     assert osp.isfile(tmp_path / 'results' / 'policy_det.png')
+
+
+def test_report_lists_tst_variants_apart_with_their_dev_differences(tmp_path):
+    """Variants tried after the study get their own table and dev differences; the
+    five arms' table and held-out differences are unchanged by them."""
+    metric = 'coco/bbox_mAP'
+    (tmp_path / 'det').mkdir()
+    for arm, value in (('kd_random_aug', 0.10), ('tst', 0.11), ('tst_lr0.1', 0.13)):
+        for seed in (0, 1):
+            record = dict(arm=arm, seed=seed, seconds=10, augment_seconds=1,
+                          dev={metric: value + seed / 100},
+                          heldout={metric: value + seed / 50})
+            with open(tmp_path / 'det' / f'{arm}_seed{seed}.json', 'w') as f:
+                json.dump(record, f)
+    report = run([sys.executable, REPORT, '--results', '.'], tmp_path).stdout
+    main, variants = report.split('TST variants tried after the study')
+    assert '| tst_lr0.1' not in main and '| tst_lr0.1: TST, augmenter lr 0.1' in variants
+    held_out, dev = variants.split('The variants, per-seed differences on the dev images')
+    assert '| tst − kd_random_aug | 2 | +0.010, +0.010 | +0.010 ± 0.000 |' in held_out
+    assert '| tst_lr0.1 − kd_random_aug | 2 | +0.030, +0.030 | +0.030 ± 0.000 |' in dev

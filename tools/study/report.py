@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Dict, List
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from study import ARMS, TASKS  # noqa: E402
+from study import ARMS, TASKS, TST_VARIANTS  # noqa: E402
 
 CONTRASTS = (('tst', 'kd_random_aug'), ('tst', 'kd'), ('kd', 'student'),
              ('kd_random_aug', 'kd'), ('random_aug', 'student'))
@@ -58,7 +58,52 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                      f'{teacher["heldout"][metric]:.3f} | {teacher["seconds"]:.0f} | '
                      f'{cpu([teacher])} | - | '
                      f'`python tools/study/study.py --tasks {task}` (trained first) |')
-    for arm, (what, _, _) in ARMS.items():
+    lines += arm_rows(task, runs, [arm for arm in ARMS if arm not in TST_VARIANTS])
+    if any(arm in runs for arm in TST_VARIANTS):
+        lines += ['', 'TST variants tried after the study above (chosen on dev; '
+                  'held-out shown for completeness, no choice was made on it):', '',
+                  lines[2], lines[3]]
+        lines += arm_rows(task, runs, ['kd_random_aug', 'tst', *TST_VARIANTS])
+    lines += ['', 'Per-seed differences on the held-out images (same seed, same images, '
+              'same initial student):', '',
+              '| difference | seeds | per seed | mean ± std |', '| --- | --- | --- | --- |']
+    lines += differences(runs, metric, CONTRASTS, 'heldout')
+    variants = [(arm, 'kd_random_aug') for arm in TST_VARIANTS if arm in runs]
+    if variants:
+        lines += ['', 'The variants, per-seed differences on the dev images:', '',
+                  '| difference | seeds | per seed | mean ± std |',
+                  '| --- | --- | --- | --- |']
+        lines += differences(runs, metric, [('tst', 'kd_random_aug'), *variants], 'dev')
+    gaps = [abs(r['dev'][metric] - r['heldout'][metric])
+            for arm in runs.values() for r in arm.values()]
+    if gaps:
+        lines += ['', f'Dev vs held-out, same checkpoint: mean |difference| '
+                  f'{statistics.mean(gaps):.3f} (max {max(gaps):.3f}) over {len(gaps)} '
+                  'runs: the sampling noise of one evaluation set.']
+    return lines + ['']
+
+
+def differences(runs: Dict[str, Dict[int, dict]], metric: str, pairs, split: str
+                ) -> List[str]:
+    """Table rows of ``a - b`` per seed on ``split``, for the seeds both arms ran."""
+    lines = []
+    for a, b in pairs:
+        seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        if not seeds:
+            continue
+        diffs = [runs[a][s][split][metric] - runs[b][s][split][metric] for s in seeds]
+        per_seed = ', '.join(f'{d:+.3f}' for d in diffs)
+        spread = (f'{statistics.mean(diffs):+.3f} ± {statistics.stdev(diffs):.3f}'
+                  if len(diffs) > 1 else f'{diffs[0]:+.3f}')
+        lines.append(f'| {a} − {b} | {len(seeds)} | {per_seed} | {spread} |')
+    return lines
+
+
+def arm_rows(task: str, runs: Dict[str, Dict[int, dict]], arms: List[str]) -> List[str]:
+    metric = TASKS[task]['metric']
+    lines = []
+    for arm in arms:
+        what = ARMS[arm][0]
         seeds = runs.get(arm, {})
         if not seeds:
             continue
@@ -71,26 +116,7 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                      f'| {wall:.0f} | {cpu(seeds.values())} | {phases:.0f} | '
                      '`python tools/study/study.py --tasks '
                      f'{task} --arms {arm} --seeds {seed_list}` |')
-    lines += ['', 'Per-seed differences on the held-out images (same seed, same images, '
-              'same initial student):', '',
-              '| difference | seeds | per seed | mean ± std |', '| --- | --- | --- | --- |']
-    for a, b in CONTRASTS:
-        seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
-        if not seeds:
-            continue
-        diffs = [runs[a][s]['heldout'][metric] - runs[b][s]['heldout'][metric]
-                 for s in seeds]
-        per_seed = ', '.join(f'{d:+.3f}' for d in diffs)
-        spread = (f'{statistics.mean(diffs):+.3f} ± {statistics.stdev(diffs):.3f}'
-                  if len(diffs) > 1 else f'{diffs[0]:+.3f}')
-        lines.append(f'| {a} − {b} | {len(seeds)} | {per_seed} | {spread} |')
-    gaps = [abs(r['dev'][metric] - r['heldout'][metric])
-            for arm in runs.values() for r in arm.values()]
-    if gaps:
-        lines += ['', f'Dev vs held-out, same checkpoint: mean |difference| '
-                  f'{statistics.mean(gaps):.3f} (max {max(gaps):.3f}) over {len(gaps)} '
-                  'runs: the sampling noise of one evaluation set.']
-    return lines + ['']
+    return lines
 
 
 def policy_plot(task: str, runs: Dict[str, Dict[int, dict]], path: str) -> bool:

@@ -71,13 +71,25 @@ ARMS = {
                       ['train_cfg.augment_iters=[]']),
     'tst': ('TST (KD + learned policy)', 'tst', []),
 }
+# TST variants tried on the dev images after the first study (`--arms tst_lr0.1`):
+# each is the tst arm with options; report.py lists them apart from the five arms.
+PHASES_EVERY_50 = 'train_cfg.augment_iters=[0,50,100,150,200,250]'
+TST_VARIANTS = {
+    'tst_lr0.1': ('TST, augmenter lr 0.1 (10x)', 'tst',
+                  ['optim_wrapper.augmenter.optimizer.lr=0.1']),
+    'tst_lr0.1_6phases': ('TST, augmenter lr 0.1, 6 augment phases (every 50 iters)',
+                          'tst', ['optim_wrapper.augmenter.optimizer.lr=0.1',
+                                  PHASES_EVERY_50]),
+}
+ARMS.update(TST_VARIANTS)
 PREFIX = '[study]'
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tasks', nargs='+', choices=tuple(TASKS), default=list(TASKS))
-    parser.add_argument('--arms', nargs='+', choices=tuple(ARMS), default=list(ARMS))
+    parser.add_argument('--arms', nargs='+', choices=tuple(ARMS),
+                        default=[arm for arm in ARMS if arm not in TST_VARIANTS])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--work-dir', default='work_dirs/study',
                         help='runs go to WORK_DIR/<task>/<arm>_seed<N> (default: '
@@ -180,7 +192,7 @@ def run_task(task: str, args, progress: Dict, prefix: str = PREFIX) -> Dict[str,
             uses_teacher = config_key == 'tst' and arm != 'random_aug'
             if uses_teacher:
                 options.append(f'model.teacher_ckpt={teacher_ckpt}')
-            if args.max_iters and arm == 'tst':
+            if args.max_iters and arm.startswith('tst'):
                 options += ['train_cfg.augment_iters=[0]', 'train_cfg.augment_steps=1']
             work_dir = osp.join(work, f'{arm}_seed{seed}')
             ckpt, run = train(name, spec[config_key], work_dir, options, [roots['dev']],
