@@ -53,6 +53,7 @@ import re
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Tuple
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -61,7 +62,7 @@ DEFAULT_WORK_DIR = osp.join('work_dirs', 'zoo_coverage')
 DEFAULT_OUT = osp.join('docs', 'zoo_coverage.md')
 RESULTS = 'results.json'
 # Bump when what a run does changes, so that cached results are redone.
-VERSION = 2
+VERSION = 3
 
 # Result categories, in the order the summary lists them.
 OK = 'ok'
@@ -478,14 +479,17 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
 
 def plain_loss_note(student, batch: dict) -> Tuple[str, bool]:
     """Whether the student alone computes its loss on the clean batch, in train mode and
-    in eval mode (the teacher's), after a failed step: tells a TST problem from one of
-    the model or of this batch. Returns the note and whether train mode worked."""
+    in the teacher's loss mode (heads in train mode, layers in eval mode), after a failed
+    step: tells a TST problem from one of the model or of this batch. Returns the note
+    and whether train mode worked."""
     import torch
 
-    def fails(training: bool) -> Optional[str]:
-        student.train(training)
+    from tst_mm.distill.freeze import loss_mode
+
+    def fails(as_teacher: bool) -> Optional[str]:
+        student.train(True)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), loss_mode(student) if as_teacher else nullcontext():
                 data = student.data_preprocessor(copy.deepcopy(batch), True)
                 losses = student(data['inputs'], data['data_samples'], 'loss')
             values = [v for k, v in losses.items() if 'loss' in k]
@@ -494,16 +498,14 @@ def plain_loss_note(student, batch: dict) -> Tuple[str, bool]:
             return None if finite else 'a non-finite loss'
         except Exception as exc:  # noqa: B902
             return type(exc).__name__
-        finally:
-            student.train(True)
 
-    in_train = fails(True)
+    in_train = fails(False)
     if in_train:
         return f' (the plain student fails on the clean batch too: {in_train})', False
-    in_eval = fails(False)
-    if in_eval:
-        return (' (the plain student computes its loss in train mode but not in eval '
-                f'mode, the mode the teacher runs in: {in_eval})'), True
+    as_teacher = fails(True)
+    if as_teacher:
+        return (' (the plain student computes its loss in train mode but not with its '
+                f'layers in eval mode, as the teacher runs: {as_teacher})'), True
     return ' (the plain student computes its loss on the clean batch)', True
 
 

@@ -273,3 +273,26 @@ def test_a_wrapper_is_refused_as_student():
                              semi_train_cfg=dict(freeze_teacher=True))
     with pytest.raises(TypeError, match='semi-supervised teacher-student wrapper'):
         build(cfg.model)
+
+
+def test_the_teacher_loss_runs_heads_in_train_mode_and_layers_in_eval_mode(coco_digits):
+    """Some models compute their loss only in train mode (DINO, YOLACT, K-Net); the
+    frozen teacher's BatchNorm must still use (and keep) its running statistics."""
+    from mmengine.optim import OptimWrapper, OptimWrapperDict
+    from torch.nn.modules.batchnorm import _BatchNorm
+    model = build(tiny_cfg().model)
+    model.train()
+    optim = OptimWrapperDict(
+        student=OptimWrapper(torch.optim.SGD(model.student.parameters(), lr=0.01)),
+        augmenter=OptimWrapper(torch.optim.SGD(model.augmenter.parameters(), lr=0.01)))
+    seen = []
+    norms = [m for m in model.teacher.modules() if isinstance(m, _BatchNorm)]
+    model.teacher.bbox_head.register_forward_pre_hook(
+        lambda head, args: seen.append((model.teacher.training, head.training,
+                                        any(m.training for m in norms))))
+    stats = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    model.augment_step(one_batch(coco_digits), optim)
+    model.train_step(one_batch(coco_digits), optim)
+    assert seen == [(True, True, False)] * 2
+    assert not model.teacher.training
+    torch.testing.assert_close(model.teacher.state_dict(), stats, rtol=0, atol=0)

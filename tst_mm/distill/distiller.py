@@ -10,7 +10,7 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .freeze import frozen
+from .freeze import frozen, loss_mode
 from .inverse_check import InversionCheck
 from .inverse_losses import (INVERSE_REDUCTIONS, find_task_losses, inversion_of,
                              inverted_task_losses)
@@ -239,7 +239,8 @@ class TSTDistiller(BaseModel):
     def train(self, mode: bool = True) -> 'TSTDistiller':
         super().train(mode)
         if self.teacher is not None:
-            self.teacher.eval()  # dropout and BatchNorm always in inference mode
+            # dropout and BatchNorm always in inference mode (its loss: see loss_mode)
+            self.teacher.eval()
         return self
 
     def _fit_state_dict(self, state_dict, prefix, *args) -> None:
@@ -277,7 +278,7 @@ class TSTDistiller(BaseModel):
                                     'loss')
             if self.distill_losses:
                 with torch.no_grad(), self._recording(self.teacher_recorder), \
-                        self._feed('replacing'):
+                        self._feed('replacing'), self._teacher_in(self._teacher_mode):
                     self.teacher(self.teacher_normalizer(inputs, samples), samples,
                                  self._teacher_mode)
             losses = {**_add_prefix(task, 'student'),
@@ -335,7 +336,8 @@ class TSTDistiller(BaseModel):
         divergence = w['divergence'] > 0
         # The student runs unwrapped: its weights are frozen, so DDP has nothing to do.
         student = _unwrap(self.student)
-        with self._recording(self.teacher_recorder if divergence else None):
+        with self._recording(self.teacher_recorder if divergence else None), \
+                self._teacher_in('loss'):
             teacher = self.teacher(self.teacher_normalizer(inputs, samples), samples,
                                    'loss')
         # With student_inverse=0 the student's losses need not be invertible (the
@@ -368,6 +370,11 @@ class TSTDistiller(BaseModel):
         return {name: loss(self.student_recorder.get(self.loss_paths[name][0]),
                            self.teacher_recorder.get(self.loss_paths[name][1]))
                 for name, loss in self.distill_losses.items()}
+
+    def _teacher_in(self, mode: str):
+        """The teacher's ``loss`` runs with its heads in train mode, its layers in
+        inference mode (:func:`loss_mode`); ``tensor`` runs in eval mode."""
+        return loss_mode(self.teacher) if mode == 'loss' else nullcontext()
 
     @staticmethod
     def _recording(recorder: Optional[ModuleOutputRecorder]):

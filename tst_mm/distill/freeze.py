@@ -34,3 +34,27 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             m.momentum = momentum
             if count is not None:
                 m.num_batches_tracked.copy_(count)
+
+
+@contextmanager
+def loss_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model's logic in train mode, its layers in inference mode, inside ``with``.
+
+    The frozen teacher computes its task loss, and some models compute theirs only in
+    train mode: their heads branch on ``self.training`` (DINO's denoising queries,
+    YOLACT's and K-Net's mask targets). What must not change for a frozen teacher is
+    what its *layers* do in train mode: batch statistics (BatchNorm) and randomness
+    (dropout, drop-path, attention dropout). So the model goes to train mode and every
+    layer (a module without submodules) and ``nn.MultiheadAttention`` (whose dropout is
+    an argument, not a submodule) to eval mode; every module's mode is put back on exit.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.MultiheadAttention) or next(m.children(), None) is None:
+                m.eval()
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
