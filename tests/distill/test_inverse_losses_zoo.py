@@ -7,7 +7,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 import torch.nn.functional as F
-from mmdet.models.losses import GHMC, GHMR, CrossEntropyCustomLoss, DistributionFocalLoss
+from mmdet.models.losses import (GHMC, GHMR, AssociativeEmbeddingLoss, CrossEntropyCustomLoss,
+                                 DistributionFocalLoss)
 from mmdet.models.losses import GaussianFocalLoss, QualityFocalLoss, SeesawLoss, VarifocalLoss
 from mmseg.models.losses import BoundaryLoss
 from mmseg.models.losses import DiceLoss as SegDice
@@ -263,6 +264,26 @@ def test_ghmr_is_negated_and_keeps_its_running_histogram():
                                -(asl1 * weights).sum() / (lw > 0).sum())
 
 
+# ------------------------------------------------------- associative embedding
+
+
+# One image, two objects, 1-d embeddings: (top-left, bottom-right) corners at
+# [[tl_y, tl_x], [br_y, br_x]].
+AE_MATCH = [[[[0, 0], [1, 1]], [[0, 1], [1, 0]]]]
+
+
+def test_associative_embedding_pull_and_push_are_negated():
+    tl = torch.tensor([[[[0.2, 1.0], [0.0, 0.0]]]])
+    br = torch.tensor([[[[0.0, 0.0], [1.4, 0.6]]]])
+    # means 0.4 and 1.2: pull (0.2^2 x 4) / 2 objects = 0.08; push: margin 1 - |0.4 -
+    # 1.2| = 0.2 for both ordered pairs, / (2 x 1) = 0.2; both weighted 0.25
+    original = AssociativeEmbeddingLoss()
+    assert inversion_of(original) == 'negate'
+    pull, push = InvertedTaskLoss(original)(tl, br, AE_MATCH)
+    torch.testing.assert_close(pull, torch.tensor(-0.02))
+    torch.testing.assert_close(push, torch.tensor(-0.05))
+
+
 # ------------------------------------------------------------------------ Seesaw
 
 
@@ -487,6 +508,10 @@ def _cases():
         'boundary': (BoundaryLoss(), seg_x[:, :1],
                      lambda f, p: f(p, (seg_y3 == 1).float()), 5.0),
         'tversky': (TverskyLoss(), seg_x3, lambda f, p: f(p, seg_y3), 20.0),
+        # channel 0: top-left embeddings, channel 1: bottom-right
+        'associative_embedding': (
+            AssociativeEmbeddingLoss(), torch.randn(1, 2, 2, 2) * 0.3,
+            lambda f, p: sum(f(p[:, :1], p[:, 1:], AE_MATCH)), 1.0),
     }
 
 

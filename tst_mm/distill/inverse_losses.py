@@ -10,7 +10,8 @@ exactly where the student is confident and right:
 - sigmoid cross-entropy / focal / GHM-C / Dice / Lovasz hinge -> the same loss on
   ``1 - p`` (negated logits; ``1 - p`` itself for losses on probabilities such as
   GaussianFocalLoss's heatmaps);
-- regression (L1, SmoothL1, IoU, GHM-R, ...) -> the negated loss;
+- regression (L1, SmoothL1, IoU, GHM-R, ...) and CornerNet's associative embedding
+  (pull / push) -> the negated loss;
 - IoU-aware sigmoid losses (QualityFocal, Varifocal), whose positives have a soft
   quality target ``y``: on ``1 - p`` with ``y`` set to 1. Flipping with ``y`` kept is
   minimised at ``p = 1 - y``: no change for ``y = 0.5``, a *higher* score for ``y < 0.5``;
@@ -281,6 +282,10 @@ INVERSIONS: Dict[str, Any] = {
     # GHM-C weights by the density of |p - y|: recomputed on the flipped problem
     'mmdet.GHMC': 'flip_probability',
     'mmdet.SeesawLoss': 'inverse_softmax_split',
+    # CornerNet / CentripetalNet corner embeddings: a metric loss (pull the two corners
+    # of an object together, push objects apart, hinge at margin 1), negated as
+    # regression is: the inverse pulls the corners apart and the objects together.
+    'mmdet.AssociativeEmbeddingLoss': 'negate',
     'mmseg.CrossEntropyLoss': _cross_entropy,
     # PIDNet: OHEM on -log(1 - p_y) keeps the pixels with 1 - p_y below the threshold,
     # i.e. those the student is sure of: the hard examples of the inverse problem.
