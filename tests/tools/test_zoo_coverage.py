@@ -115,3 +115,14 @@ def test_errors_are_classified():
         ('unsupported loss', 'no inverse for mmdet.FooLoss')
     assert classify(KeyError('Bar is not in the mmdet::model registry')) == \
         ('error', 'KeyError: Bar is not in the mmdet::model registry')
+
+
+def test_families_whose_plain_model_fails_here_are_not_in_the_target():
+    results = [dict(id='a', category='ok', builds='yes', reason=''),
+               dict(id='b', category='plain fails', builds='yes', reason='no CPU kernel'),
+               dict(id='c', category='error', builds='yes', reason='TST broke'),
+               dict(id='d', category='not single', builds='n/a', reason='tracker')]
+    text = '\n'.join(zoo_coverage.summary(results))
+    assert text.startswith('**1 of 2 families build and take both steps** (of 4 families, '
+                           '3 build in plain mmdet / mmseg here')
+    assert '1 fail as plain models too' in text
