@@ -266,6 +266,22 @@ def test_a_student_with_inline_losses_is_named_at_build():
         build(cfg.model)
 
 
+def test_a_head_whose_losses_cannot_be_swapped_is_named_at_build():
+    """AutoAssign computes its classification losses inline and uses loss_bbox as a
+    confidence: swapping in inverse modules would crash (or invert half of it)."""
+    cfg = tiny_cfg()
+    cfg.model.student.bbox_head = dict(
+        type='AutoAssignHead', num_classes=10, in_channels=16, feat_channels=16,
+        stacked_convs=1, strides=[8, 16, 32, 64, 128], norm_cfg=None,
+        loss_bbox=dict(type='GIoULoss', loss_weight=5.0))
+    cfg.model.distill_losses = None
+    with pytest.raises(NotImplementedError, match='AutoAssignHead computes its '
+                       'classification losses inline.*divergence=1'):
+        build(cfg.model)
+    cfg.model.augment_loss_weights = dict(student_inverse=0, divergence=1)
+    build(cfg.model)
+
+
 def test_a_wrapper_is_refused_as_student():
     cfg = tiny_cfg()
     cfg.model.student = dict(type='SoftTeacher', detector=cfg.model.student,

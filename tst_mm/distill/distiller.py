@@ -12,8 +12,7 @@ from torch import Tensor
 
 from .freeze import frozen, loss_mode
 from .inverse_check import InversionCheck
-from .inverse_losses import (INVERSE_REDUCTIONS, find_task_losses, inversion_of,
-                             inverted_task_losses)
+from .inverse_losses import INVERSE_REDUCTIONS, check_invertible, inverted_task_losses
 from .nonfinite import NonFiniteGuard, bounded
 from .normalize import InputNormalizer
 from .recorders import ModuleOutputRecorder
@@ -169,16 +168,7 @@ class TSTDistiller(BaseModel):
         self.augment_loss_weights = weights
         if weights['student_inverse'] and self.teacher is not None:
             # Fail at build time, not at the first augment phase hours later.
-            task_losses = find_task_losses(self.student)
-            if not task_losses:
-                raise NotImplementedError(
-                    f'the student ({type(self.student).__name__}) has no task-loss '
-                    'submodules (named loss_*): it computes its losses inline, so the '
-                    "augmenter's student-inverse term has nothing to invert. Train the "
-                    'augmenter on the divergence instead: TSTDistiller(augment_loss_'
-                    'weights=dict(student_inverse=0, divergence=1))')
-            for _, _, task_loss in task_losses:
-                inversion_of(task_loss)
+            check_invertible(self.student)
 
         self.student_recorder = ModuleOutputRecorder(
             self.student, [s for s, _ in self.loss_paths.values()], 'student') \

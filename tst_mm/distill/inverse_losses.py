@@ -298,6 +298,13 @@ INVERSIONS: Dict[str, Any] = {
     **{f'mmdet.{name}': 'negate' for name in _REGRESSION},
 }
 
+# Heads whose losses swapping loss modules cannot invert: 'package.ClassName' -> why.
+INLINE_LOSS_HEADS: Dict[str, str] = {
+    'mmdet.AutoAssignHead': 'computes its classification losses inline '
+    '(F.binary_cross_entropy) and turns loss_bbox into a confidence exp(-loss), which '
+    'an inverted (negated) loss_bbox pushes above 1',
+}
+
 # Dense focal losses, averaged over every element under 'mean' (module docstring).
 _DENSE_FOCAL = {'mmdet.QualityFocalLoss': _mean_over_prediction,
                 'mmdet.VarifocalLoss': _mean_over_prediction,
@@ -493,6 +500,32 @@ def find_task_losses(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]
             else:
                 found.append((parent, attr, child))
     return found
+
+
+DIVERGENCE_INSTEAD = ('Train the augmenter on the divergence instead: TSTDistiller('
+                      'augment_loss_weights=dict(student_inverse=0, divergence=1))')
+
+
+def check_invertible(model: nn.Module) -> None:
+    """Raises ``NotImplementedError`` naming what keeps :func:`inverted_task_losses`
+    from inverting ``model``'s task losses: no ``loss_*`` submodules (losses computed
+    inline, e.g. SSD), a loss without an inverse, or a head in
+    :data:`INLINE_LOSS_HEADS`."""
+    task_losses = find_task_losses(model)
+    if not task_losses:
+        raise NotImplementedError(
+            f'the student ({type(model).__name__}) has no task-loss submodules (named '
+            "loss_*): it computes its losses inline, so the augmenter's student-inverse "
+            f'term has nothing to invert. {DIVERGENCE_INSTEAD}')
+    for _, _, task_loss in task_losses:
+        inversion_of(task_loss)
+    for module in model.modules():
+        why = INLINE_LOSS_HEADS.get(_key(module))
+        if why:
+            raise NotImplementedError(
+                f"the student's {type(module).__name__} {why}: the augmenter's "
+                'student-inverse term cannot be built from its loss modules. '
+                f'{DIVERGENCE_INSTEAD}')
 
 
 @contextmanager
