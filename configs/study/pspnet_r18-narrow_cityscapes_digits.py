@@ -1,9 +1,10 @@
 # The study's segmentation student: the teacher's PSPNet at a quarter of ResNet-18's
-# width, 300 iterations on the first 200 training images (the low-data regime the study
-# measures; see docs/results.md).
+# width, 600 iterations on the first 200 training images (the low-data regime the study
+# measures; see docs/results.md). At 300 iterations every arm, KD included, was still
+# at the background-only answer (mIoU 8.3); at 600 the digit classes begin to separate.
 _base_ = './pspnet_r18_cityscapes_digits.py'
 
-max_iters = 300
+max_iters = 600
 width = 16
 model = dict(
     backbone=dict(stem_channels=width, base_channels=width),

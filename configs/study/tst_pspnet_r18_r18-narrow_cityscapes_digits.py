@@ -2,7 +2,7 @@
 # teacher (tools/study/study.py trains it first and passes its checkpoint), with the
 # shipped Cityscapes configs' distillation (per-pixel KL of the decode-head (1.5) and
 # auxiliary-head (0.5) logits) and augment phases of one pass over the 200 training
-# images (25 batches of 8) before iterations 1, 101 and 201 of 300.
+# images (25 batches of 8) before iterations 1, 201 and 401 of 600.
 _base_ = './pspnet_r18-narrow_cityscapes_digits.py'
 
 teacher_ckpt = 'work_dirs/study/seg/teacher/iter_900.pth'
@@ -23,7 +23,7 @@ model = dict(
 model_wrapper_cfg = dict(type='TSTDistributedDataParallel')
 train_cfg = dict(_delete_=True, type='TSTIterBasedTrainLoop',
                  max_iters={{_base_.max_iters}}, val_interval={{_base_.max_iters}},
-                 augment_iters=[0, 100, 200], augment_steps=25)
+                 augment_iters=[0, 200, 400], augment_steps=25)
 custom_hooks = [dict(type='TSTPolicyHook', interval=100)]
 optim_wrapper = dict(
     _delete_=True,
