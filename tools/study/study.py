@@ -13,9 +13,9 @@ Cityscapes-format digits):
 2. Train the teacher once on the 1000 images (cached).
 3. Train every arm x seed through tools/train.py. The students learn from the first
    200 training images (the low-data regime, where distillation has most to add), 300
-   iterations of 8 loaded images; every arm loads the same images in the same order
-   and starts from the same student weights (TST's augment phases read their own
-   dataloader). The arms, all from one TST config:
+   (det) or 600 (seg) iterations of 8 loaded images; every arm loads the same images in
+   the same order and starts from the same student weights (TST's augment phases read
+   their own dataloader). The arms, all from one TST config:
      student         the student alone
      random_aug      the student on [x_aug ; x] from the augmenter's initial (random)
                      policy, no teacher
