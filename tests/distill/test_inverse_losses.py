@@ -118,6 +118,22 @@ def test_focal_loss_mean_reduction_averages_every_anchor_and_class(keywords):
     assert 'reduction=' in repr(inverse) and inverse.reduction == 'mean'
 
 
+@pytest.mark.parametrize('how', ['module', 'override'])
+def test_element_wise_calls_stay_element_wise_under_every_reduction(how):
+    """FSAF configures its focal loss with reduction='none' and re-weights the
+    per-anchor losses itself: the inverse must hand back per-element values too."""
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 4), torch.randint(0, 5, (10,))
+    if how == 'module':
+        inverse = InvertedTaskLoss(FocalLoss(loss_weight=2.0, reduction='none'))
+        loss = inverse(x, y)
+    else:
+        inverse = InvertedTaskLoss(FocalLoss(loss_weight=2.0))
+        loss = inverse(x, y, reduction_override='none')
+    assert loss.shape == x.shape
+    torch.testing.assert_close(loss.double(), 2.0 * _inverse_focal(x, y))
+
+
 def _dice(p, t, eps=1e-3):
     """1 - the V-Net Dice coefficient per sample (eps in each squared sum, as mmdet)."""
     p, t = p.flatten(1).double(), t.flatten(1).double()

@@ -116,6 +116,14 @@ def _unbind(bound: inspect.BoundArguments) -> Tuple[Tensor, tuple, dict]:
     return bound.args[0], bound.args[1:], bound.kwargs
 
 
+def _elementwise(loss: nn.Module, pred: Tensor, args: tuple, kwargs: dict) -> bool:
+    """Whether this call asks for per-element losses (``reduction='none'``, set or
+    overridden): the head reduces them itself (FSAF re-weights per anchor and level), so
+    the inverse must not reduce them."""
+    override = _bind(loss, pred, args, kwargs).arguments.get('reduction_override')
+    return (override or getattr(loss, 'reduction', None)) == 'none'
+
+
 # Losses whose prediction is always a probability (CenterNet / CornerNet heatmaps go
 # through a sigmoid in the head).
 _ON_PROBABILITIES = ('mmdet.GaussianFocalLoss', )
@@ -303,6 +311,9 @@ INLINE_LOSS_HEADS: Dict[str, str] = {
     'mmdet.AutoAssignHead': 'computes its classification losses inline '
     '(F.binary_cross_entropy) and turns loss_bbox into a confidence exp(-loss), which '
     'an inverted (negated) loss_bbox pushes above 1',
+    'mmdet.FreeAnchorRetinaHead': 'computes its bag losses inline from the class '
+    'probabilities and turns loss_bbox into a confidence exp(-loss), which an inverted '
+    '(negated) loss_bbox pushes above 1',
 }
 
 # Dense focal losses, averaged over every element under 'mean' (module docstring).
@@ -441,7 +452,7 @@ class InvertedTaskLoss(nn.Module):
             return _INVERSE_LOSSES[self.inversion](self.original, pred, args, kwargs)
         pred, args, kwargs = _INPUT_TRANSFORMS[self.inversion](self.original, pred, args,
                                                                kwargs)
-        if self._reduce is not None:
+        if self._reduce is not None and not _elementwise(self.original, pred, args, kwargs):
             return self._reduce(self.original, pred, args, kwargs)
         return self.original(pred, *args, **kwargs)
 
