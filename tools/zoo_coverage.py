@@ -599,7 +599,7 @@ def _cell(text: str) -> str:
     return str(text).replace('|', '\\|').replace('\n', ' ')
 
 
-def summary(results: List[dict]) -> List[str]:
+def summary(results: List[dict], not_run: int = 0) -> List[str]:
     counts: Dict[str, int] = {}
     for r in results:
         counts[r['category']] = counts.get(r['category'], 0) + 1
@@ -619,10 +619,14 @@ def summary(results: List[dict]) -> List[str]:
             f"{pkg} ({', '.join(ids)})" for pkg, ids in sorted(deps.items())) + '.')
     lines.append('By outcome: ' + ', '.join(
         f'{counts[c]} {text}' for c, text in CATEGORIES.items() if counts.get(c)) + '.')
+    if not_run:
+        lines.append(f'**Incomplete**: {not_run} more families have no result yet (the '
+                     'walk was stopped); `make zoo-coverage` continues it.')
     return lines
 
 
-def write_markdown(path: str, results: List[dict], size: Tuple[int, int]) -> None:
+def write_markdown(path: str, results: List[dict], size: Tuple[int, int],
+                   not_run: int = 0) -> None:
     lines = [
         '# Model-zoo coverage', '',
         'Written by `tools/zoo_coverage.py` (`make zoo-coverage`); do not edit by hand. One '
@@ -632,7 +636,7 @@ def write_markdown(path: str, results: List[dict], size: Tuple[int, int]) -> Non
         f'two generated {size[0]} x {size[1]} digit scenes (CPU, one thread, no '
         'downloads). *builds*: `yes` (the distiller), `model only` (the plain model '
         'builds, the distiller does not) or `no`.', '',
-        *summary(results), '',
+        *summary(results, not_run), '',
         '| family | config | builds | augment step | student step | reason |',
         '| --- | --- | --- | --- | --- | --- |']
     for r in results:
@@ -725,8 +729,9 @@ def main(argv=None) -> int:
     shown = sorted((r for r in results.values() if picked.get(r['id']) == r['config'] and
                     r.get('version') == VERSION and r.get('size') == list(size)),
                    key=lambda r: r['id'])
-    write_markdown(args.out, shown, size)
-    print('\n'.join(summary(shown)))
+    not_run = len(picked) - len(shown)
+    write_markdown(args.out, shown, size, not_run)
+    print('\n'.join(summary(shown, not_run)))
     print(f'{len(families)} families in {time.time() - start:.0f} s; table: {args.out}, '
           f'cache: {cache}')
     return 0

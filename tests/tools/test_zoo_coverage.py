@@ -126,3 +126,10 @@ def test_families_whose_plain_model_fails_here_are_not_in_the_target():
     assert text.startswith('**1 of 2 families build and take both steps** (of 4 families, '
                            '3 build in plain mmdet / mmseg here')
     assert '1 fail as plain models too' in text
+
+
+def test_an_unfinished_walk_says_so():
+    results = [dict(id='a', category='ok', builds='yes', reason='')]
+    assert 'Incomplete' not in '\n'.join(zoo_coverage.summary(results))
+    text = '\n'.join(zoo_coverage.summary(results, not_run=5))
+    assert '**Incomplete**: 5 more families have no result yet' in text
