@@ -356,9 +356,13 @@ def classify(exc: BaseException) -> Tuple[str, str]:
             keys = re.search(r'task losses (\{.*?\})', message)
             return 'uninverted loss', (f'not inverted: {keys.group(1)}' if keys
                                        else _first_line(err))
-        if isinstance(err, ValueError) and 'found no task-loss submodules' in message:
+        if isinstance(err, NotImplementedError) and 'has no task-loss submodules' in message:
             return 'uninverted loss', ('no loss_* submodule to invert (the head computes '
                                        'its losses inline)')
+        if isinstance(err, NotImplementedError) and 'cannot be built from its loss' in message:
+            head = re.search(r"student's (\w+) ", message)
+            return 'uninverted loss', (f'{head.group(1) if head else "its head"} computes '
+                                       'losses inline from its loss modules\' outputs')
         if isinstance(err, OSError) and re.search(
                 r'huggingface|hf\.co|resolve|connect|download|urlopen|Network', message,
                 re.I):
