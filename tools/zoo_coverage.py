@@ -450,6 +450,9 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
                     stage = reached('student step')
                     log = distiller.train_step(copy.deepcopy(batch), optim_wrapper)
                     result['student'] = _step_note(log, 'loss')
+                    for stage in ('augment step', 'student step'):
+                        if result[stage.split()[0]] != 'ok':  # a skipped update
+                            raise FloatingPointError(f'a non-finite loss in the {stage}')
                 except Exception as exc:  # noqa: B902
                     note, plain_ok = plain_loss_note(distiller.student, batch)
                     if not plain_ok and sz != sizes[-1]:
