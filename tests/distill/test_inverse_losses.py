@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from mmdet.models.losses import CrossEntropyLoss as DetCE
 from mmdet.models.losses import DiceLoss, FocalLoss, GIoULoss, IoULoss, L1Loss, SmoothL1Loss
 from mmseg.models.losses import CrossEntropyLoss as SegCE
-from tst_mm.distill import (InvertedTaskLoss, inverse_softmax_logits, inversion_of,
-                            inverted_task_losses)
+from tst_mm.distill import (InvertedTaskLoss, find_task_losses, inverse_softmax_logits,
+                            inversion_of, inverted_task_losses)
 
 
 def _inverse_softmax_ce(x, y, ignore=None):
@@ -276,6 +276,38 @@ def test_context_manager_swaps_and_restores():
         with inverted_task_losses(model):
             raise RuntimeError('boom')
     assert head.loss_cls is originals[0] and head.loss_decode[1] is originals[3]
+
+
+def test_losses_under_other_names_are_found():
+    """HTC's semantic head keeps its loss as ``criterion``, TOOD's head as
+    ``initial_loss_cls`` in its first epochs: both are task losses; a module that is not
+    a loss is not one because of its name."""
+    head = nn.Module()
+    head.criterion = DetCE()
+    head.initial_loss_cls = FocalLoss()
+    head.aux_loss_gate = nn.Linear(2, 2)  # 'loss' in the name, not a loss
+    head.criterion_net = nn.Identity()
+    found = {attr for _, attr, _ in find_task_losses(head)}
+    assert found == {'criterion', 'initial_loss_cls'}
+
+
+def test_htc_semantic_head_loss_is_inverted():
+    from mmdet.models.roi_heads.mask_heads import FusedSemanticHead
+    torch.manual_seed(0)
+    head = FusedSemanticHead(num_ins=2, fusion_level=1, num_convs=1, in_channels=4,
+                             conv_out_channels=4, num_classes=3)
+    logits = torch.randn(2, 3, 8, 8)
+    # A correct prediction; the head scales the labels by 1/8 to the logits' size.
+    labels = F.interpolate(logits.argmax(1, keepdim=True).float(), scale_factor=8).long()
+    plain = head.loss(logits, labels)
+    with inverted_task_losses(head):
+        inverted = head.loss(logits, labels)
+    assert isinstance(head.criterion, DetCE)
+    small = labels[:, 0, ::8, ::8]
+    p = logits.softmax(1).gather(1, small[:, None])
+    expected = head.criterion.loss_weight * -torch.log1p(-p).mean()
+    assert inverted.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert inverted.item() > plain.item()
 
 
 def test_nesting_is_refused_and_restores():

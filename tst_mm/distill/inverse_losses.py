@@ -479,13 +479,25 @@ def _negate(output: Any) -> Any:
     raise TypeError(f'cannot negate a loss output of type {type(output).__name__}')
 
 
+def _is_task_loss(attr: str, child: nn.Module) -> bool:
+    if attr.startswith('loss_'):
+        return True
+    named_as_loss = attr == 'criterion' or 'loss' in attr
+    is_a_loss = type(child).__name__.endswith('Loss') or _key(child) in INVERSIONS
+    return named_as_loss and is_a_loss
+
+
 def find_task_losses(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]:
     """Finds the task-loss submodules of an mmdet or mmseg model.
 
     A task loss is a child module whose attribute name starts with ``loss_`` (mmdet's
     ``loss_cls``, ``loss_bbox``, ``loss_centerness``, ...; mmseg's ``loss_decode``), or
     an element of such a child when it is a module container (mmseg's ``loss_decode``
-    can be an ``nn.ModuleList``).
+    can be an ``nn.ModuleList``). A few heads keep a loss under another name: HTC's
+    semantic head (``criterion``), TOOD's head in its first epochs
+    (``initial_loss_cls``); such a child counts when its name says loss (``criterion``
+    or containing ``loss``) and its class is one (its name ends with ``Loss`` or it
+    has an inverse).
 
     Args:
         model (nn.Module): The model to search.
@@ -502,7 +514,7 @@ def find_task_losses(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]
         if any(name.startswith(p + '.') for p in loss_paths):
             continue
         for attr, child in parent.named_children():
-            if not attr.startswith('loss_'):
+            if not _is_task_loss(attr, child):
                 continue
             path = f'{name}.{attr}' if name else attr
             loss_paths.append(path)
