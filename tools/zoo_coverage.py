@@ -8,7 +8,7 @@ segmentation before panoptic), for mmseg the first Cityscapes one, else ADE20K, 
 first; among those, configs with a 101/152-layer or large backbone come last (cheaper
 on a CPU), then the shortest name (usually the family's baseline). For each family, in
 a forked process of its own with a time limit and one torch thread (its output in
-``<work-dir>/logs/<repo>_<family>.log``):
+``<work-dir>/logs/<repo>_<family>.log``; ``--jobs`` families at a time):
 
 1. load the config; turn off pretrained weights and every other download
    (``init_cfg`` / ``pretrained`` / checkpoint fields), SyncBN -> BN, the data
@@ -51,8 +51,10 @@ import os
 import os.path as osp
 import re
 import sys
+import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Tuple
 
@@ -547,6 +549,9 @@ def step_sizes(size: Tuple[int, int], max_size: int) -> List[Tuple[int, int]]:
     return sizes
 
 
+_FORK_LOCK = threading.Lock()
+
+
 def run_in_subprocess(family: Dict[str, str], sizes: List[Tuple[int, int]],
                       timeout: float, log_file: Optional[str] = None) -> dict:
     """:func:`run_family` in a forked process; a time-out or a crash is a result too."""
@@ -555,7 +560,8 @@ def run_in_subprocess(family: Dict[str, str], sizes: List[Tuple[int, int]],
     proc = ctx.Process(target=run_family, args=(family, sizes, send, log_file),
                        daemon=True)
     start = time.time()
-    proc.start()
+    with _FORK_LOCK:  # one fork at a time when families run in parallel (--jobs)
+        proc.start()
     send.close()
     result, partial = None, dict(builds='no', augment='-', student='-', stage='start')
     while result is None:
@@ -679,6 +685,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--max-size', type=int, default=512,
                         help='a model whose plain loss fails at --size is tried at twice '
                              'the size, up to this longer side (default 512)')
+    parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
+                        help='families run at the same time, one process (one torch '
+                        'thread) each (default: 2, or 1 on a one-core machine)')
     parser.add_argument('--force', action='store_true',
                         help='rerun families whose result is cached')
     parser.add_argument('--list', action='store_true',
@@ -711,29 +720,41 @@ def main(argv=None) -> int:
     size = tuple(args.size)
     cache = osp.join(args.work_dir, RESULTS)
     results = load_results(cache)
-    total, start, imported = len(families), time.time(), False
+    if args.jobs < 1:
+        raise SystemExit(f'--jobs must be >= 1, got {args.jobs}')
+    total, start = len(families), time.time()
+    todo = []
     for i, family in enumerate(families, 1):
-        key = family['id']
-        cached = results.get(key)
+        cached = results.get(family['id'])
         fresh = cached is not None and cached.get('config') == family['config'] and \
             cached.get('version') == VERSION and cached.get('size') == list(size)
         if fresh and not args.force:
-            print(f"[{i}/{total}] {key}: {cached['category']} (cached) "
+            print(f"[{i}/{total}] {family['id']}: {cached['category']} (cached) "
                   f"{cached.get('reason', '')}", flush=True)
-            continue
-        if not imported:
-            import_once()
-            imported = True
+        else:
+            todo.append((i, family))
+    if todo:
+        import_once()
+    saving = threading.Lock()
+
+    def run(i: int, family: Dict[str, str]) -> None:
+        key = family['id']
         print(f"[{i}/{total}] {key} ({family['config']}) ...", flush=True)
         log_file = osp.join(args.work_dir, 'logs', key.replace('/', '_') + '.log')
         os.makedirs(osp.dirname(log_file), exist_ok=True)
         result = run_in_subprocess(family, step_sizes(size, args.max_size), args.timeout,
                                    log_file)
         result.update(id=key, config=family['config'], version=VERSION, size=list(size))
-        results[key] = result
-        save_results(cache, results)
+        with saving:
+            results[key] = result
+            save_results(cache, results)
         print(f"[{i}/{total}] {key}: {result['category']} {result['reason']} "
               f"({result['seconds']:.1f} s)", flush=True)
+
+    # Threads only wait on their family's process; each family runs in its own.
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for done in [pool.submit(run, i, family) for i, family in todo]:
+            done.result()
     # The table: every family with a current result, also those of earlier runs.
     picked = {f['id']: f['config'] for f in find_families()}
     shown = sorted((r for r in results.values() if picked.get(r['id']) == r['config'] and

@@ -80,6 +80,15 @@ TST_VARIANTS = {
     'tst_lr0.1_6phases': ('TST, augmenter lr 0.1, 6 augment phases (every 50 iters)',
                           'tst', ['optim_wrapper.augmenter.optimizer.lr=0.1',
                                   PHASES_EVERY_50]),
+    # At lr 0.1 the policy runs into a saturated corner (Invert always on) that the
+    # teacher handles badly too: hold the teacher term up, or keep the policy's logits
+    # inside [-1.5, 1.5] (probabilities and magnitudes within 0.18-0.82).
+    'tst_lr0.1_teacher4': ('TST, augmenter lr 0.1, teacher term x4', 'tst',
+                           ['optim_wrapper.augmenter.optimizer.lr=0.1',
+                            'model.augment_loss_weights.teacher=4.0']),
+    'tst_lr0.1_bound1.5': ('TST, augmenter lr 0.1, policy logits within +-1.5', 'tst',
+                           ['optim_wrapper.augmenter.optimizer.lr=0.1',
+                            'model.augmenter_param_bound=1.5']),
 }
 ARMS.update(TST_VARIANTS)
 PREFIX = '[study]'
