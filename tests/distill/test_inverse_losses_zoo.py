@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses import (GHMC, GHMR, AssociativeEmbeddingLoss, CrossEntropyCustomLoss,
                                  DistributionFocalLoss)
@@ -443,6 +444,18 @@ def test_boundary_loss_flips():
                                3.0 * (weight * bce).mean())
 
 
+def test_torch_bce_with_logits_flips_and_keeps_pos_weight():
+    """SCNet's global context head: ``nn.BCEWithLogitsLoss`` on multi-label targets."""
+    torch.manual_seed(0)
+    x, t = torch.randn(3, 4), (torch.rand(3, 4) > 0.5).float()
+    pos_weight = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    original = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    assert inversion_of(original) == 'flip_probability'
+    p, td = torch.sigmoid(x.double()), t.double()
+    elem = -(pos_weight.double() * td * torch.log(1 - p) + (1 - td) * torch.log(p))
+    torch.testing.assert_close(InvertedTaskLoss(original)(x, t).double(), elem.mean())
+
+
 def test_tversky_loss_on_the_inverse_distribution():
     x, y = _seg_case()
     original = TverskyLoss(alpha=0.3, beta=0.7, class_weight=[1.0, 2.0, 1.0, 0.5])
@@ -508,6 +521,10 @@ def _cases():
         'boundary': (BoundaryLoss(), seg_x[:, :1],
                      lambda f, p: f(p, (seg_y3 == 1).float()), 5.0),
         'tversky': (TverskyLoss(), seg_x3, lambda f, p: f(p, seg_y3), 20.0),
+        'torch_bce': (nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 2.0, 0.5])),
+                      torch.randn(4, 3),
+                      lambda f, p: f(p, torch.tensor([[1.0, 0, 1], [0, 0, 1], [1, 1, 0],
+                                                      [0, 1, 0]])), 5.0),
         # channel 0: top-left embeddings, channel 1: bottom-right
         'associative_embedding': (
             AssociativeEmbeddingLoss(), torch.randn(1, 2, 2, 2) * 0.3,

@@ -289,6 +289,9 @@ INVERSIONS: Dict[str, Any] = {
     'mmdet.GaussianFocalLoss': 'flip_probability',  # CenterNet, CornerNet heatmaps
     # GHM-C weights by the density of |p - y|: recomputed on the flipped problem
     'mmdet.GHMC': 'flip_probability',
+    # SCNet's global context head: multi-label image classes, torch's own module
+    # (pos_weight / weight kept: they weight the flipped problem's positives the same)
+    'torch.BCEWithLogitsLoss': 'flip_probability',
     'mmdet.SeesawLoss': 'inverse_softmax_split',
     # CornerNet / CentripetalNet corner embeddings: a metric loss (pull the two corners
     # of an object together, push objects apart, hinge at margin 1), negated as
@@ -363,7 +366,10 @@ def _state_kept(loss: nn.Module) -> Iterator[None]:
             loss.momentum = momentum
         with torch.no_grad():
             for buf, value in saved:
-                buf.copy_(value)
+                # Only the changed ones: a buffer the loss computes with (torch's
+                # pos_weight) is saved for backward, and an in-place copy would void it.
+                if not torch.equal(buf, value):
+                    buf.copy_(value)
 
 
 def _key(loss: nn.Module) -> str:
