@@ -48,13 +48,20 @@ def loss_mode(model: nn.Module) -> Iterator[nn.Module]:
     layer (a module without submodules) and ``nn.MultiheadAttention`` (whose dropout is
     an argument, not a submodule) to eval mode; every module's mode is put back on exit.
     """
-    modes = [(m, m.training) for m in model.modules()]
+    modules = list(model.modules())
+    modes = [m.training for m in modules]
+    # The flags are set directly, not by train() / eval(): those recurse from every
+    # module they are called on, and this runs twice per step (13 ms -> 3 ms on a
+    # RetinaNet-R101). A train() override's extra work (ResNet's norm_eval, frozen
+    # stages) only concerns layers, which are in eval mode here anyway.
     try:
-        model.train()
-        for m in model.modules():
-            if isinstance(m, nn.MultiheadAttention) or next(m.children(), None) is None:
-                m.eval()
+        for m in modules:
+            is_layer = isinstance(m, nn.MultiheadAttention) or \
+                all(child is None for child in m._modules.values())
+            if m.training is is_layer:  # nn.Module's setattr is slow: only changes
+                m.training = not is_layer
         yield model
     finally:
-        for m, training in modes:
-            m.training = training
+        for m, training in zip(modules, modes):
+            if m.training is not training:
+                m.training = training
