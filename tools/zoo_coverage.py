@@ -445,8 +445,11 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
                     augmenter=dict(type='OptimWrapper',
                                    optimizer=dict(type='SGD', lr=1e-3, momentum=0.9))))
                 distiller.train()
-                # As in a Runner's first iteration (YOLOX's batch resize reads it)
-                MessageHub.get_current_instance().update_info('iter', 0)
+                # As in a Runner's first iteration (RuntimeInfoHook): YOLOX's batch
+                # resize reads the iteration, TOOD's head the epoch
+                hub = MessageHub.get_current_instance()
+                hub.update_info('iter', 0)
+                hub.update_info('epoch', 0)
                 batch = digit_batch(repo, sz, _num_classes(model_cfg), with_mask, with_seg)
                 try:
                     stage = reached('augment step')

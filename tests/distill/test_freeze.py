@@ -32,8 +32,8 @@ def test_heads_train_layers_infer_and_modes_are_put_back():
     stats = model[1].running_mean.clone()
     x = torch.randn(3, 4, 8)
     with loss_mode(model):
-        assert model.training and model[2].training
-        layers = (model[0], model[1], model[2].attn, model[2].drop)
+        assert model.training and model[2].training and model[0].training
+        layers = (model[1], model[2].attn, model[2].drop)
         assert not any(m.training for m in layers)
         first, second = model(x), model(x)
     torch.testing.assert_close(first, second)  # no dropout: deterministic
@@ -52,3 +52,18 @@ def test_modes_are_put_back_after_an_error():
     except ValueError:
         pass
     assert not any(m.training for m in model.modules())
+
+
+class Branches(nn.Module):
+    """A layer that computes more in training, as TridentNet's TridentConv does."""
+
+    def forward(self, x):
+        return torch.cat([x, 2 * x, 3 * x]) if self.training else x
+
+
+def test_layers_that_only_change_what_they_compute_stay_in_train_mode():
+    model = nn.Sequential(Branches(), nn.BatchNorm1d(4), nn.Dropout(0.5)).eval()
+    with loss_mode(model):
+        out = model(torch.ones(2, 4))
+        assert out.shape == (6, 4)  # all three branches, as the head expects
+        torch.testing.assert_close(model(torch.ones(2, 4)), out)  # no noise, no stats
