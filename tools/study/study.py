@@ -89,6 +89,17 @@ TST_VARIANTS = {
     'tst_lr0.1_bound1.5': ('TST, augmenter lr 0.1, policy logits within +-1.5', 'tst',
                            ['optim_wrapper.augmenter.optimizer.lr=0.1',
                             'model.augmenter_param_bound=1.5']),
+    # Hard for the student *relative to the teacher*: the teacher-student divergence
+    # (what KD can teach from) instead of the student's inverse task loss.
+    'tst_lr0.1_divergence': ('TST, augmenter lr 0.1, divergence instead of the student '
+                             'inverse', 'tst',
+                             ['optim_wrapper.augmenter.optimizer.lr=0.1',
+                              'model.augment_loss_weights.student_inverse=0.0',
+                              'model.augment_loss_weights.divergence=1.0']),
+    # The same two terms with an equal say at every step, whatever their scales.
+    'tst_lr0.1_balanced': ('TST, augmenter lr 0.1, terms balanced by gradient norm',
+                           'tst', ['optim_wrapper.augmenter.optimizer.lr=0.1',
+                                   'model.augment_grad_balance=True']),
 }
 ARMS.update(TST_VARIANTS)
 PREFIX = '[study]'

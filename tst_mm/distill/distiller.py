@@ -94,6 +94,11 @@ class TSTDistiller(BaseModel):
             kept finite whatever the optimizer does, so magnitudes and probabilities
             stay in [sigmoid(-bound), sigmoid(bound)] (4.5e-5 to 0.99995 at 10) and can
             always move back. Defaults to 10.
+        augment_grad_balance (bool): Rescale each term's gradient on the augmenter
+            to the terms' mean norm before its update, so that the teacher term and
+            the student inverse have the same say in the direction whatever their
+            scales (``augment_loss_weights`` then only switch terms on or off).
+            Defaults to False (the weighted sum, as the reference).
         data_preprocessor (dict, optional): Pads and stacks (e.g. mmseg's
             ``SegDataPreProcessor``: pad to the crop size, labels with 255); its
             normalisation and channel order are replaced by pixel-space RGB. mmengine's
@@ -114,6 +119,7 @@ class TSTDistiller(BaseModel):
                  teacher_inputs: Optional[Sequence[dict]] = None,
                  max_nonfinite_skips: int = 3,
                  augmenter_param_bound: float = 10.0,
+                 augment_grad_balance: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg = model_cfg(student)
@@ -159,6 +165,10 @@ class TSTDistiller(BaseModel):
             raise ValueError('augmenter_param_bound must be a finite number > 0, got '
                              f'{augmenter_param_bound!r}')
         self.augmenter_param_bound = float(augmenter_param_bound)
+        if not isinstance(augment_grad_balance, bool):
+            raise ValueError('augment_grad_balance must be True or False, got '
+                             f'{augment_grad_balance!r}')
+        self.augment_grad_balance = augment_grad_balance
         weights = dict(teacher=1.0, student_inverse=1.0, divergence=0.0)
         unknown = set(augment_loss_weights or {}) - set(weights)
         if unknown:
@@ -304,7 +314,8 @@ class TSTDistiller(BaseModel):
             inputs, samples = self.augmenter(data['inputs'], data['data_samples'])
             terms, log_vars = self._augmenter_objective(inputs, samples)
         with bounded(self.augmenter, self.augmenter_param_bound):
-            grad_norms, stepped = update_by_terms(optim, terms, self.augmenter)
+            grad_norms, stepped = update_by_terms(optim, terms, self.augmenter,
+                                                  self.augment_grad_balance)
         optim_wrapper['student'].zero_grad()
         self.nonfinite_guard.record('augmenter', stepped, log_vars)
         log_vars.update(_add_prefix(grad_norms, 'grad_norm'))

@@ -114,14 +114,17 @@ def step(optim: OptimWrapper, unwrapped: List[nn.Module],
     return stepped
 
 
-def update_by_terms(optim: OptimWrapper, terms: Dict[str, Tensor],
-                    module: nn.Module) -> Tuple[Dict[str, Tensor], Optional[bool]]:
+def update_by_terms(optim: OptimWrapper, terms: Dict[str, Tensor], module: nn.Module,
+                    balance: bool = False) -> Tuple[Dict[str, Tensor], Optional[bool]]:
     """``update`` of the sum of ``terms``, backpropagated one term at a time.
 
     The gradients add up to those of the sum; on the way, the norm of what each term
     gives ``module`` is measured, so the log shows whether one term drowns the others.
     The networks' graphs are disjoint apart from the augmenter, so this costs one more
-    backward through the augmenter only.
+    backward through the augmenter only. With ``balance``, each term's gradient is
+    rescaled to the terms' mean norm before the update: every term gets the same say
+    in the direction, whatever its scale, and the step keeps the sum's overall size
+    (the norms logged are those before rescaling).
 
     Returns:
         tuple[dict, bool | None]: ``{term: gradient norm on module}`` and ``'total'``
@@ -136,16 +139,39 @@ def update_by_terms(optim: OptimWrapper, terms: Dict[str, Tensor],
     names = [name for name, term in terms.items() if term.requires_grad]
     # Gradients accumulated by earlier micro-batches are not this step's.
     start = before = flat_grads()
-    norms = {}
+    norms, grads = {}, {}
     for i, name in enumerate(names):
         optim.backward(optim.scale_loss(terms[name]), retain_graph=i < len(names) - 1)
         now = flat_grads()
-        norms[name] = torch.linalg.vector_norm(now - before)
+        grads[name] = now - before
+        norms[name] = torch.linalg.vector_norm(grads[name])
         before = now
     if names:
         norms['total'] = torch.linalg.vector_norm(before - start)
+    if balance and len(names) > 1:
+        _set_grads(params, start + _balanced_sum(grads, norms))
     scaler = getattr(optim, 'loss_scaler', None)  # AMP: report unscaled norms
     if scaler is not None:
         norms = {k: v / scaler.get_scale() for k, v in norms.items()}
     stepped = step(optim, [module], list(terms.values()))
     return {k: v.detach() for k, v in norms.items()}, stepped
+
+
+def _balanced_sum(grads: Dict[str, Tensor], norms: Dict[str, Tensor]) -> Tensor:
+    """Sum of the gradients, each rescaled to their mean norm (a zero one stays zero;
+    a non-finite one is left as it is, for :func:`step` to skip the update)."""
+    target = torch.stack([norms[name] for name in grads]).mean()
+    total = 0
+    for name, grad in grads.items():
+        scale = torch.where(norms[name] > 0, target / norms[name], torch.ones_like(target))
+        total = total + grad * scale
+    return total
+
+
+def _set_grads(params: List[nn.Parameter], flat: Tensor) -> None:
+    offset = 0
+    for p in params:
+        chunk = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+        if p.grad is not None:  # a parameter no term reached keeps grad None
+            p.grad.copy_(chunk)
