@@ -50,6 +50,10 @@ def test_report_lists_tst_variants_apart_with_their_dev_differences(tmp_path):
             record = dict(arm=arm, seed=seed, seconds=10, augment_seconds=1,
                           dev={metric: value + seed / 100},
                           heldout={metric: value + seed / 50})
+            if arm.startswith('tst'):  # the policy hook's log: step -> values
+                end = {'policy/Invert.probability': 0.99 if arm == 'tst_lr0.1' else 0.5,
+                       'policy/Rotate.magnitude': 0.02, 'policy/Rotate.probability': 0.45}
+                record['policy'] = {'0': {k: 0.5 for k in end}, '10': end}
             with open(tmp_path / 'det' / f'{arm}_seed{seed}.json', 'w') as f:
                 json.dump(record, f)
     report = run([sys.executable, REPORT, '--results', '.'], tmp_path).stdout
@@ -58,3 +62,5 @@ def test_report_lists_tst_variants_apart_with_their_dev_differences(tmp_path):
     held_out, dev = variants.split('The variants, per-seed differences on the dev images')
     assert '| tst − kd_random_aug | 2 | +0.010, +0.010 | +0.010 ± 0.000 |' in held_out
     assert '| tst_lr0.1 − kd_random_aug | 2 | +0.030, +0.030 | +0.030 ± 0.000 |' in dev
+    assert '| tst_lr0.1 | 1 / 2 of 3, Invert 0.99 | 1 / 2 of 3, Invert 0.99 |' in dev
+    assert '| tst | 2 / 1 of 3, Invert 0.50 |' in dev

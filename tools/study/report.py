@@ -74,6 +74,7 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                   '| difference | seeds | per seed | mean ± std |',
                   '| --- | --- | --- | --- |']
         lines += differences(runs, metric, [('tst', 'kd_random_aug'), *variants], 'dev')
+        lines += policy_table(runs, ['tst', *TST_VARIANTS])
     gaps = [abs(r['dev'][metric] - r['heldout'][metric])
             for arm in runs.values() for r in arm.values()]
     if gaps:
@@ -81,6 +82,38 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                   f'{statistics.mean(gaps):.3f} (max {max(gaps):.3f}) over {len(gaps)} '
                   'runs: the sampling noise of one evaluation set.']
     return lines + ['']
+
+
+def final_policy_summary(run: dict) -> str:
+    """Where a run's policy ended: values still near the initial 0.5, values at an
+    end of (0, 1), and the Invert probability (the corner seen at lr 0.1)."""
+    policy = run.get('policy') or {}
+    if not policy:
+        return '-'
+    last = policy[max(policy, key=int)]
+    values = [v for v in last.values() if isinstance(v, float)]
+    near = sum(abs(v - 0.5) <= 0.08 for v in values)
+    ends = sum(v < 0.05 or v > 0.95 for v in values)
+    invert = last.get('policy/Invert.probability')
+    return (f'{near} / {ends} of {len(values)}' +
+            (f', Invert {invert:.2f}' if invert is not None else ''))
+
+
+def policy_table(runs: Dict[str, Dict[int, dict]], arms: List[str]) -> List[str]:
+    arms = [arm for arm in arms if arm in runs]
+    seeds = sorted({seed for arm in arms for seed in runs[arm]})
+    if not arms:
+        return []
+    lines = ['', 'Where each learned policy ended (values within 0.5 ± 0.08, the initial '
+             'value / values below 0.05 or above 0.95, of the logged probabilities and '
+             'magnitudes; the Invert probability):', '',
+             '| arm | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |',
+             '| --- |' + ' --- |' * len(seeds)]
+    for arm in arms:
+        cells = [final_policy_summary(runs[arm][s]) if s in runs[arm] else '-'
+                 for s in seeds]
+        lines.append(f'| {arm} | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def differences(runs: Dict[str, Dict[int, dict]], metric: str, pairs, split: str
