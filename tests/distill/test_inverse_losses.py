@@ -278,6 +278,13 @@ def test_context_manager_swaps_and_restores():
     assert head.loss_cls is originals[0] and head.loss_decode[1] is originals[3]
 
 
+class HolderLoss(nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.loss_cls = FocalLoss()
+
+
 def test_losses_under_other_names_are_found():
     """HTC's semantic head keeps its loss as ``criterion``, TOOD's head as
     ``initial_loss_cls`` in its first epochs: both are task losses; a module that is not
@@ -287,8 +294,9 @@ def test_losses_under_other_names_are_found():
     head.initial_loss_cls = FocalLoss()
     head.aux_loss_gate = nn.Linear(2, 2)  # 'loss' in the name, not a loss
     head.criterion_net = nn.Identity()
+    head.aux_loss_for_dense = HolderLoss()  # DDQ's DDQAuxLoss: searched, not inverted
     found = {attr for _, attr, _ in find_task_losses(head)}
-    assert found == {'criterion', 'initial_loss_cls'}
+    assert found == {'criterion', 'initial_loss_cls', 'loss_cls'}
 
 
 def test_htc_semantic_head_loss_is_inverted():

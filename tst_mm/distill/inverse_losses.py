@@ -488,9 +488,13 @@ def _negate(output: Any) -> Any:
 def _is_task_loss(attr: str, child: nn.Module) -> bool:
     if attr.startswith('loss_'):
         return True
-    named_as_loss = attr == 'criterion' or 'loss' in attr
-    is_a_loss = type(child).__name__.endswith('Loss') or _key(child) in INVERSIONS
-    return named_as_loss and is_a_loss
+    if not (attr == 'criterion' or 'loss' in attr):
+        return False
+    if _key(child) in INVERSIONS:
+        return True
+    # A holder of loss_* modules (DDQ's aux_loss_for_dense) is searched, not inverted.
+    holder = any(name.startswith('loss_') for name, _ in child.named_children())
+    return type(child).__name__.endswith('Loss') and not holder
 
 
 def find_task_losses(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]:
@@ -502,8 +506,9 @@ def find_task_losses(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]
     can be an ``nn.ModuleList``). A few heads keep a loss under another name: HTC's
     semantic head (``criterion``), TOOD's head in its first epochs
     (``initial_loss_cls``); such a child counts when its name says loss (``criterion``
-    or containing ``loss``) and its class is one (its name ends with ``Loss`` or it
-    has an inverse).
+    or containing ``loss``) and its class is one (it has an inverse, or its name ends
+    with ``Loss`` and it holds no ``loss_*`` modules of its own: DDQ's
+    ``aux_loss_for_dense`` is searched like a head).
 
     Args:
         model (nn.Module): The model to search.
