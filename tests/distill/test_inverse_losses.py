@@ -301,9 +301,11 @@ def test_losses_under_other_names_are_found():
 
 def test_htc_semantic_head_loss_is_inverted():
     from mmdet.models.roi_heads.mask_heads import FusedSemanticHead
+    from mmengine.registry import DefaultScope
     torch.manual_seed(0)
-    head = FusedSemanticHead(num_ins=2, fusion_level=1, num_convs=1, in_channels=4,
-                             conv_out_channels=4, num_classes=3)
+    with DefaultScope.overwrite_default_scope('mmdet'):  # its loss is built by name
+        head = FusedSemanticHead(num_ins=2, fusion_level=1, num_convs=1, in_channels=4,
+                                 conv_out_channels=4, num_classes=3)
     logits = torch.randn(2, 3, 8, 8)
     # A correct prediction; the head scales the labels by 1/8 to the logits' size.
     labels = F.interpolate(logits.argmax(1, keepdim=True).float(), scale_factor=8).long()
