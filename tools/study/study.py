@@ -96,6 +96,15 @@ TST_VARIANTS = {
                              ['optim_wrapper.augmenter.optimizer.lr=0.1',
                               'model.augment_loss_weights.student_inverse=0.0',
                               'model.augment_loss_weights.divergence=1.0']),
+    # A control for the divergence policy, which picks strong operations: the frozen
+    # random policy (probabilities 0.5) with every magnitude at 0.95 instead of 0.5.
+    'kd_random_aug_strong': ('KD + frozen random policy, every magnitude at 0.95', 'tst',
+                             ['train_cfg.augment_iters=[]',
+                              'model.augmenter.type=TSTAugmenter',
+                              *[f'model.augmenter.op_cfgs.{op}.magnitude=0.95' for op in
+                                ('Brightness', 'Color', 'Contrast', 'Sharpness',
+                                 'Posterize', 'Solarize', 'ShearX', 'ShearY',
+                                 'TranslateX', 'TranslateY', 'Rotate')]]),
     # The same two terms with an equal say at every step, whatever their scales.
     'tst_lr0.1_balanced': ('TST, augmenter lr 0.1, terms balanced by gradient norm',
                            'tst', ['optim_wrapper.augmenter.optimizer.lr=0.1',
