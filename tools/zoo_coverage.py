@@ -497,7 +497,7 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
 
 def plain_loss_note(student, batch: dict) -> Tuple[str, bool]:
     """Whether the student alone computes its loss on the clean batch, in train mode and
-    in the teacher's loss mode (heads in train mode, layers in eval mode), after a failed
+    in the teacher's loss mode (train mode, norms and dropout in eval mode), after a failed
     step: tells a TST problem from one of the model or of this batch. Returns the note
     and whether train mode worked."""
     import torch
@@ -523,7 +523,7 @@ def plain_loss_note(student, batch: dict) -> Tuple[str, bool]:
     as_teacher = fails(True)
     if as_teacher:
         return (' (the plain student computes its loss in train mode but not with its '
-                f'layers in eval mode, as the teacher runs: {as_teacher})'), True
+                f'norms and dropout in eval mode, as the teacher runs: {as_teacher})'), True
     return ' (the plain student computes its loss on the clean batch)', True
 
 
