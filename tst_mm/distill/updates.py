@@ -159,7 +159,7 @@ def update_by_terms(optim: OptimWrapper, terms: Dict[str, Tensor], module: nn.Mo
 
 def _balanced_sum(grads: Dict[str, Tensor], norms: Dict[str, Tensor]) -> Tensor:
     """Sum of the gradients, each rescaled to their mean norm (a zero one stays zero;
-    a non-finite one is left as it is, for :func:`step` to skip the update)."""
+    a non-finite one makes the sum non-finite, so :func:`step` skips the update)."""
     target = torch.stack([norms[name] for name in grads]).mean()
     total = 0
     for name, grad in grads.items():
