@@ -88,6 +88,8 @@ def test_model_configs_go_offline_and_small():
     model = dict(type='X', backbone=dict(
         init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://r50'),
         norm_cfg=dict(type='SyncBN')), pretrained='x.pth',
+        train_cfg=dict(rcnn=[dict(sampler=dict(type='RandomSampler', num=512)),
+                             dict(sampler=dict(type='RandomSampler', num=32))]),
         data_preprocessor=dict(size=(512, 1024), batch_augments=[
             dict(type='BatchFixedSizePad', size=(1024, 1024))]))
     out = zoo_coverage.offline_model_cfg(model, (128, 128))
@@ -95,6 +97,7 @@ def test_model_configs_go_offline_and_small():
     assert out['backbone']['norm_cfg']['type'] == 'BN'
     assert out['data_preprocessor']['size'] == (128, 128)
     assert out['data_preprocessor']['batch_augments'][0]['size'] == (128, 128)
+    assert [stage['sampler']['num'] for stage in out['train_cfg']['rcnn']] == [64, 32]
 
 
 def test_errors_are_classified():
