@@ -373,7 +373,7 @@ def classify(exc: BaseException) -> Tuple[str, str]:
         if isinstance(err, NotImplementedError) and 'cannot be built from its loss' in message:
             head = re.search(r"student's (\w+) ", message)
             return 'uninverted loss', (f'{head.group(1) if head else "its head"} computes '
-                                       'losses inline from its loss modules\' outputs')
+                                       'losses inline')
         if isinstance(err, OSError) and re.search(
                 r'huggingface|hf\.co|resolve|connect|download|urlopen|Network', message,
                 re.I):

@@ -282,6 +282,25 @@ def test_a_head_whose_losses_cannot_be_swapped_is_named_at_build():
     build(cfg.model)
 
 
+def test_a_mask_head_with_an_inline_loss_is_named_at_build():
+    """YOLACT's mask head computes loss_mask with F.binary_cross_entropy: refused at
+    build, not at the first augment step."""
+    from mmdet.models.dense_heads import YOLACTProtonet
+    from tst_mm.distill.inverse_losses import check_invertible
+
+    class Student(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.loss_cls = MODELS.build(dict(type='mmdet.FocalLoss'))
+            self.mask_head = YOLACTProtonet(
+                num_classes=10, in_channels=8, proto_channels=(8, None, 8, 4),
+                proto_kernel_sizes=(3, -2, 3, 1), num_protos=4, with_seg_branch=False)
+
+    with pytest.raises(NotImplementedError, match='YOLACTProtonet computes its mask '
+                       'loss.*inline.*divergence=1'):
+        check_invertible(Student())
+
+
 def test_a_wrapper_is_refused_as_student():
     cfg = tiny_cfg()
     cfg.model.student = dict(type='SoftTeacher', detector=cfg.model.student,

@@ -119,8 +119,7 @@ def test_errors_are_classified():
     assert classify(NotImplementedError(
         "the student's AutoAssignHead computes its classification losses inline (...): "
         "the augmenter's student-inverse term cannot be built from its loss modules.")) \
-        == ('uninverted loss', "AutoAssignHead computes losses inline from its loss "
-            "modules' outputs")
+        == ('uninverted loss', 'AutoAssignHead computes losses inline')
     assert classify(KeyError('Bar is not in the mmdet::model registry')) == \
         ('error', 'KeyError: Bar is not in the mmdet::model registry')
 

@@ -317,6 +317,8 @@ INLINE_LOSS_HEADS: Dict[str, str] = {
     'mmdet.FreeAnchorRetinaHead': 'computes its bag losses inline from the class '
     'probabilities and turns loss_bbox into a confidence exp(-loss), which an inverted '
     '(negated) loss_bbox pushes above 1',
+    'mmdet.YOLACTProtonet': 'computes its mask loss (loss_mask) inline '
+    '(F.binary_cross_entropy), so that loss would stay uninverted',
 }
 
 # Dense focal losses, averaged over every element under 'mean' (module docstring).
