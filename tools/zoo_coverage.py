@@ -597,6 +597,8 @@ def run_in_subprocess(family: Dict[str, str], sizes: List[Tuple[int, int]],
         stage = partial.pop('stage')
         if timed_out:
             reason = f'no result within {timeout:g} s (in: {stage})'
+        elif proc.exitcode == -9:  # SIGKILL: what Linux's out-of-memory killer sends
+            reason = f'killed in: {stage} (SIGKILL: most likely out of memory)'
         else:
             reason = f'the process died in: {stage} (exit code {proc.exitcode})'
         result = dict(partial, category='timeout' if timed_out else 'crash',

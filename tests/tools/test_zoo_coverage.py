@@ -1,6 +1,8 @@
 """tools/zoo_coverage.py on three cheap families: the table rows, the resume, a time-out."""
 import json
+import os
 import os.path as osp
+import signal
 import sys
 
 import pytest
@@ -68,6 +70,19 @@ def test_a_family_out_of_time_is_a_result(tmp_path):
     result = zoo_coverage.run_in_subprocess(family, [(64, 64)], timeout=0.5)
     assert result['category'] == 'timeout'
     assert result['reason'].startswith('no result within 0.5 s (in: ')
+
+
+def test_a_family_killed_for_memory_says_so(monkeypatch):
+    """The out-of-memory killer's SIGKILL leaves no traceback: the row names it."""
+    def killed(family, sizes, send, log_file=None):
+        send.send(('stage', dict(builds='yes', augment='ok', student='-',
+                                 stage='student step')))
+        os.kill(os.getpid(), signal.SIGKILL)
+    monkeypatch.setattr(zoo_coverage, 'run_family', killed)
+    family = zoo_coverage.find_families(['retinanet'])[0]
+    result = zoo_coverage.run_in_subprocess(family, [(64, 64)], timeout=30)
+    assert result['category'] == 'crash' and result['student'] == 'fails'
+    assert result['reason'] == 'killed in: student step (SIGKILL: most likely out of memory)'
 
 
 def test_sizes_double_up_to_the_limit():
