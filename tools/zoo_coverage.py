@@ -588,8 +588,10 @@ def run_in_subprocess(family: Dict[str, str], sizes: List[Tuple[int, int]],
             result = message
         else:
             partial = message
-    timed_out = result is None and proc.is_alive()
-    proc.join(5 if result is not None else 0.5)
+    timed_out = result is None and time.time() - start >= timeout
+    # a process that died is waited for (the OOM killer takes seconds to reap it), so
+    # that its exit code is known; one out of time is not
+    proc.join(0.5 if timed_out else 30)
     if proc.is_alive():
         proc.kill()
         proc.join()
