@@ -694,8 +694,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f'(default {DEFAULT_WORK_DIR})')
     parser.add_argument('--out', default=DEFAULT_OUT,
                         help=f'the markdown table (default {DEFAULT_OUT})')
-    parser.add_argument('--timeout', type=float, default=120,
-                        help='seconds per family (default 120)')
+    parser.add_argument('--timeout', type=float, default=600,
+                        help='seconds per family (default 600: the ViT-B of mmseg/mae '
+                        'needs 512 x 512 and about 400 s on one core)')
     parser.add_argument('--size', type=int, nargs=2, default=(128, 128),
                         metavar=('H', 'W'), help='image size (default 128 128)')
     parser.add_argument('--max-size', type=int, default=512,
