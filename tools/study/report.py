@@ -74,7 +74,7 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                   '| difference | seeds | per seed | mean ± std |',
                   '| --- | --- | --- | --- |']
         lines += differences(runs, metric, [('tst', 'kd_random_aug'), *variants], 'dev')
-        lines += policy_table(runs, ['tst', *TST_VARIANTS])
+    lines += policy_table(runs, ['tst', *TST_VARIANTS])
     gaps = [abs(r['dev'][metric] - r['heldout'][metric])
             for arm in runs.values() for r in arm.values()]
     if gaps:

@@ -96,6 +96,14 @@ TST_VARIANTS = {
                              ['optim_wrapper.augmenter.optimizer.lr=0.1',
                               'model.augment_loss_weights.student_inverse=0.0',
                               'model.augment_loss_weights.divergence=1.0']),
+    # Segmentation's augmenter gradients are small (norms 0.1-0.3): at lr 0.1 the
+    # divergence policy kept 13-17 of its 25 values near 0.5. Does a policy that moves
+    # teach there?
+    'tst_lr1_divergence': ('TST, augmenter lr 1.0, divergence instead of the student '
+                           'inverse', 'tst',
+                           ['optim_wrapper.augmenter.optimizer.lr=1.0',
+                            'model.augment_loss_weights.student_inverse=0.0',
+                            'model.augment_loss_weights.divergence=1.0']),
     # A control for the divergence policy, which picks strong operations: the frozen
     # random policy (probabilities 0.5) with every magnitude at 0.95 instead of 0.5.
     'kd_random_aug_strong': ('KD + frozen random policy, every magnitude at 0.95', 'tst',
