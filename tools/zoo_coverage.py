@@ -35,7 +35,8 @@ did not reach, a time-out, a crash, or another error (type and first line).
 
 Results are cached per family in ``<work-dir>/results.json`` (a rerun skips finished
 families unless ``--force``, or when the family's picked config changed) and written as
-a table to ``docs/zoo_coverage.md``.
+a table to ``docs/zoo_coverage.md``. With ``--jobs`` > 1, a family killed for memory
+(SIGKILL) is run once more at the end, alone.
 
 Example::
 
@@ -601,6 +602,7 @@ def run_in_subprocess(family: Dict[str, str], sizes: List[Tuple[int, int]],
             reason = f'no result within {timeout:g} s (in: {stage})'
         elif proc.exitcode == -9:  # SIGKILL: what Linux's out-of-memory killer sends
             reason = f'killed in: {stage} (SIGKILL: most likely out of memory)'
+            partial['killed'] = True
         else:
             reason = f'the process died in: {stage} (exit code {proc.exitcode})'
         result = dict(partial, category='timeout' if timed_out else 'crash',
@@ -754,9 +756,10 @@ def main(argv=None) -> int:
         import_once()
     saving = threading.Lock()
 
-    def run(i: int, family: Dict[str, str]) -> None:
+    def run(i: int, family: Dict[str, str], alone: bool = False) -> None:
         key = family['id']
-        print(f"[{i}/{total}] {key} ({family['config']}) ...", flush=True)
+        print(f"[{i}/{total}] {key} ({family['config']}) ..." +
+              (' (again, alone)' if alone else ''), flush=True)
         log_file = osp.join(args.work_dir, 'logs', key.replace('/', '_') + '.log')
         os.makedirs(osp.dirname(log_file), exist_ok=True)
         result = run_in_subprocess(family, step_sizes(size, args.max_size), args.timeout,
@@ -772,6 +775,12 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for done in [pool.submit(run, i, family) for i, family in todo]:
             done.result()
+    if args.jobs > 1:
+        # Two large models side by side can fill the memory that one alone fits in
+        # (mmseg/mae): a family killed for memory is run again with the machine to itself.
+        for i, family in todo:
+            if results[family['id']].get('killed'):
+                run(i, family, alone=True)
     # The table: every family with a current result, also those of earlier runs.
     picked = {f['id']: f['config'] for f in find_families()}
     shown = sorted((r for r in results.values() if picked.get(r['id']) == r['config'] and

@@ -85,6 +85,25 @@ def test_a_family_killed_for_memory_says_so(monkeypatch):
     assert result['reason'] == 'killed in: student step (SIGKILL: most likely out of memory)'
 
 
+def test_a_family_killed_beside_others_is_run_again_alone(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(family, sizes, timeout, log_file=None):
+        calls.append(family['id'])
+        if len(calls) == 1:
+            return dict(builds='yes', augment='ok', student='fails', category='crash',
+                        reason='killed in: student step (SIGKILL: most likely out of '
+                        'memory)', killed=True, seconds=1.0)
+        return dict(builds='yes', augment='ok', student='ok', category='ok', reason='',
+                    seconds=2.0)
+    monkeypatch.setattr(zoo_coverage, 'run_in_subprocess', fake)
+    monkeypatch.setattr(zoo_coverage, 'import_once', lambda: None)
+    zoo_coverage.main(['--families', 'retinanet', '--jobs', '2', '--work-dir',
+                       str(tmp_path / 'work'), '--out', str(tmp_path / 'zoo.md')])
+    assert calls == ['mmdet/retinanet', 'mmdet/retinanet']
+    assert rows(tmp_path)['mmdet/retinanet'][2:5] == ['yes', 'ok', 'ok']
+
+
 def test_sizes_double_up_to_the_limit():
     assert zoo_coverage.step_sizes((128, 128), 512) == [(128, 128), (256, 256), (512, 512)]
     assert zoo_coverage.step_sizes((128, 256), 300) == [(128, 256)]
