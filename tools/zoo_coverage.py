@@ -776,8 +776,8 @@ def main(argv=None) -> int:
         for done in [pool.submit(run, i, family) for i, family in todo]:
             done.result()
     if args.jobs > 1:
-        # Two large models side by side can fill the memory that one alone fits in
-        # (mmseg/mae): a family killed for memory is run again with the machine to itself.
+        # Two large models side by side can fill memory that one alone fits in (mmseg/mae
+        # passed alone once): a family killed for memory gets one more run by itself.
         for i, family in todo:
             if results[family['id']].get('killed'):
                 run(i, family, alone=True)

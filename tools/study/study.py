@@ -73,6 +73,10 @@ ARMS = {
 }
 # TST variants tried on the dev images after the first study (`--arms tst_lr0.1`):
 # each is the tst arm with options; report.py lists them apart from the five arms.
+# The augmenter maximises the teacher-student divergence instead of the student's
+# inverse task loss.
+DIVERGENCE_OBJECTIVE = ['model.augment_loss_weights.student_inverse=0.0',
+                        'model.augment_loss_weights.divergence=1.0']
 PHASES_EVERY_50 = 'train_cfg.augment_iters=[0,50,100,150,200,250]'
 TST_VARIANTS = {
     'tst_lr0.1': ('TST, augmenter lr 0.1 (10x)', 'tst',
@@ -94,16 +98,14 @@ TST_VARIANTS = {
     'tst_lr0.1_divergence': ('TST, augmenter lr 0.1, divergence instead of the student '
                              'inverse', 'tst',
                              ['optim_wrapper.augmenter.optimizer.lr=0.1',
-                              'model.augment_loss_weights.student_inverse=0.0',
-                              'model.augment_loss_weights.divergence=1.0']),
+                              *DIVERGENCE_OBJECTIVE]),
     # Segmentation's augmenter gradients are small (norms 0.1-0.3): at lr 0.1 the
     # divergence policy kept 13-17 of its 25 values near 0.5. Does a policy that moves
     # teach there?
     'tst_lr1_divergence': ('TST, augmenter lr 1.0, divergence instead of the student '
                            'inverse', 'tst',
                            ['optim_wrapper.augmenter.optimizer.lr=1.0',
-                            'model.augment_loss_weights.student_inverse=0.0',
-                            'model.augment_loss_weights.divergence=1.0']),
+                            *DIVERGENCE_OBJECTIVE]),
     # A control for the divergence policy, which picks strong operations: the frozen
     # random policy (probabilities 0.5) with every magnitude at 0.95 instead of 0.5.
     'kd_random_aug_strong': ('KD + frozen random policy, every magnitude at 0.95', 'tst',
