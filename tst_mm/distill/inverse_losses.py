@@ -317,8 +317,6 @@ INLINE_LOSS_HEADS: Dict[str, str] = {
     'mmdet.FreeAnchorRetinaHead': 'computes its bag losses inline from the class '
     'probabilities and turns loss_bbox into a confidence exp(-loss), which an inverted '
     '(negated) loss_bbox pushes above 1',
-    'mmdet.YOLACTProtonet': 'computes its mask loss (loss_mask) inline '
-    '(F.binary_cross_entropy), so that loss would stay uninverted',
 }
 
 # Dense focal losses, averaged over every element under 'mean' (module docstring).
@@ -544,11 +542,12 @@ DIVERGENCE_INSTEAD = ('Train the augmenter on the divergence instead: TSTDistill
 
 def check_invertible(model: nn.Module) -> None:
     """Raises ``NotImplementedError`` naming what keeps :func:`inverted_task_losses`
-    from inverting ``model``'s task losses: no ``loss_*`` submodules (losses computed
-    inline, e.g. SSD), a loss without an inverse, or a head in
-    :data:`INLINE_LOSS_HEADS`."""
+    from inverting ``model``'s task losses: no ``loss_*`` submodules and no head whose
+    inline losses :mod:`.inline_inverses` inverts, a loss without an inverse, or a head
+    in :data:`INLINE_LOSS_HEADS`."""
+    from .inline_inverses import inline_loss_heads  # it builds on this module
     task_losses = find_task_losses(model)
-    if not task_losses:
+    if not task_losses and not inline_loss_heads(model):
         raise NotImplementedError(
             f'the student ({type(model).__name__}) has no task-loss submodules (named '
             "loss_*): it computes its losses inline, so the augmenter's student-inverse "
@@ -578,15 +577,18 @@ def inverted_task_losses(model: nn.Module, reduction: str = 'mean') -> Iterator[
 
     Args:
         model (nn.Module): An mmdet detector or mmseg segmentor (or any module whose
-            losses are ``loss_*`` submodules of a type in :data:`INVERSIONS`).
+            losses are ``loss_*`` submodules of a type in :data:`INVERSIONS`, or are
+            computed inline by a head in
+            :data:`~tst_mm.distill.inline_inverses.INLINE_INVERSES`).
         reduction (str): ``'mean'``, ``'reference'`` or ``'task'`` (module
             docstring). Defaults to ``'mean'``.
 
     Yields:
         nn.Module: ``model`` itself.
     """
+    from .inline_inverses import inline_loss_heads, inline_losses_inverted
     found = find_task_losses(model)
-    if not found:
+    if not found and not inline_loss_heads(model):
         raise ValueError(f'found no task-loss submodules (named loss_*) in a '
                          f'{type(model).__name__}; nothing to invert')
     wrappers = [InvertedTaskLoss(loss, reduction) for _, _, loss in found]
@@ -595,7 +597,8 @@ def inverted_task_losses(model: nn.Module, reduction: str = 'mean') -> Iterator[
         for (parent, attr, loss), wrapper in zip(found, wrappers):
             setattr(parent, attr, wrapper)
             swapped.append((parent, attr, loss))
-        yield model
+        with inline_losses_inverted(model):
+            yield model
     finally:
         for parent, attr, loss in reversed(swapped):
             setattr(parent, attr, loss)

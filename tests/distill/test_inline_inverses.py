@@ -1,0 +1,245 @@
+"""Inverses of the losses SSD, PISA-SSD and YOLACT compute inline: SSD's against a hand
+computation in float64 with a finite-difference gradient check, and each head's losses
+on a real (tiny) model: inverted, finite, restored afterwards, and only for the head
+instance inside the block."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.registry import DefaultScope
+
+from tests.distill.tiny_models import _mmdet_model, det_batch
+from tst_mm.distill import inverted_task_losses
+from tst_mm.distill.inline_inverses import (_flipped_mask_cross_entropy,
+                                            inline_losses_inverted)
+from tst_mm.distill.inverse_losses import check_invertible
+
+
+def _ssd_head(kind='SSDHead', **train_cfg):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    cfg = dict(smoothl1_beta=1.0, neg_pos_ratio=3, allowed_border=-1, pos_weight=-1,
+               assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.5,
+                             min_pos_iou=0.0),
+               sampler=dict(type='PseudoSampler'), debug=False, **train_cfg)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(dict(
+            type=kind, num_classes=3, in_channels=(8, 8, 8), train_cfg=cfg,
+            anchor_generator=dict(type='SSDAnchorGenerator', scale_major=False,
+                                  input_size=64, strides=[8, 16, 32], ratios=[[2]] * 3,
+                                  min_sizes=[10, 24, 40], max_sizes=[24, 40, 64]),
+            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
+                            target_stds=[0.1, 0.1, 0.2, 0.2])))
+
+
+def _single_case():
+    """One image's anchors: 2 positives, 11 negatives (more than 3 x 2), 1 ignored."""
+    torch.manual_seed(0)
+    n, c = 13, 3
+    cls_score = torch.randn(n, c + 1, dtype=torch.float64)
+    bbox_pred = torch.randn(n, 4, dtype=torch.float64)
+    labels = torch.full((n, ), c)
+    labels[[0, 4]] = torch.tensor([0, 2])
+    label_weights = torch.ones(n, dtype=torch.float64)
+    label_weights[12] = 0  # an ignored anchor is a negative of weight 0
+    bbox_targets = torch.randn(n, 4, dtype=torch.float64)
+    bbox_weights = torch.zeros(n, 4, dtype=torch.float64)
+    bbox_weights[[0, 4]] = 1
+    anchors = torch.rand(n, 4, dtype=torch.float64)
+    return cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets, bbox_weights
+
+
+def _ssd_inverse_by_hand(cls_score, bbox_pred, labels, label_weights, bbox_targets,
+                         bbox_weights, avg_factor, neg_pos_ratio=3, beta=1.0):
+    p_y = torch.softmax(cls_score, 1).gather(1, labels[:, None]).squeeze(1)
+    inverse = -torch.log(1 - p_y) * label_weights
+    pos = labels < cls_score.size(1) - 1
+    negatives = inverse[~pos]
+    # hard negatives of the inverse problem: the background the student is surest of
+    hardest = negatives.sort(descending=True).values[:neg_pos_ratio * int(pos.sum())]
+    loss_cls = (inverse[pos].sum() + hardest.sum()) / avg_factor
+    d = (bbox_pred - bbox_targets).abs()
+    smooth_l1 = torch.where(d < beta, 0.5 * d**2 / beta, d - 0.5 * beta)
+    return loss_cls, -(smooth_l1 * bbox_weights).sum() / avg_factor
+
+
+def test_ssd_inverse_by_hand_and_restored():
+    head = _ssd_head()
+    case = _single_case()
+    plain = head.loss_by_feat_single(*case, avg_factor=2)
+    with inline_losses_inverted(head):
+        loss_cls, loss_bbox = head.loss_by_feat_single(*case, avg_factor=2)
+    cls_score, bbox_pred, _, labels, label_weights, bbox_targets, bbox_weights = case
+    expected = _ssd_inverse_by_hand(cls_score, bbox_pred, labels, label_weights,
+                                    bbox_targets, bbox_weights, avg_factor=2)
+    # The case tells the mining apart: the task's hardest negatives are others.
+    p_bg = torch.softmax(cls_score, 1)[:, -1]
+    negatives = (labels == 3).nonzero().squeeze(1)
+    by_task = set(negatives[(-torch.log(p_bg[negatives])).topk(6).indices].tolist())
+    by_inverse = set(negatives[(-torch.log1p(-p_bg[negatives])).topk(6).indices].tolist())
+    assert by_task != by_inverse
+    torch.testing.assert_close(loss_cls.reshape(()), expected[0])
+    torch.testing.assert_close(loss_bbox.reshape(()), expected[1])
+    # the task loss itself is untouched outside the block
+    assert 'loss_by_feat_single' not in vars(head)
+    torch.testing.assert_close(head.loss_by_feat_single(*case, avg_factor=2), plain)
+    assert not torch.allclose(loss_cls, plain[0])
+
+
+def test_ssd_inverse_is_finite_when_confident_and_right():
+    head = _ssd_head()
+    cls_score, bbox_pred, anchors, labels, *rest = _single_case()
+    confident = F.one_hot(labels, 4).double() * 200 - 100  # p_y rounds to 1
+    with inline_losses_inverted(head):
+        loss_cls, _ = head.loss_by_feat_single(confident, bbox_pred, anchors, labels, *rest,
+                                               avg_factor=2)
+    assert torch.isfinite(loss_cls) and loss_cls > 10
+
+
+def test_ssd_inverse_gradient_matches_finite_differences():
+    head = _ssd_head()
+    cls_score, bbox_pred, anchors, *rest = _single_case()
+
+    def inverse(cls_score, bbox_pred):
+        with inline_losses_inverted(head):
+            loss_cls, loss_bbox = head.loss_by_feat_single(cls_score, bbox_pred, anchors,
+                                                           *rest, avg_factor=2)
+        return loss_cls + loss_bbox
+
+    assert torch.autograd.gradcheck(inverse, (cls_score.requires_grad_(True),
+                                              bbox_pred.requires_grad_(True)))
+
+
+def test_ssd_minimising_the_inverse_increases_the_original():
+    head = _ssd_head()
+    cls_score, bbox_pred, anchors, *rest = _single_case()
+    x = cls_score.clone().requires_grad_(True)
+    before = head.loss_by_feat_single(x, bbox_pred, anchors, *rest, avg_factor=2)[0].item()
+    opt = torch.optim.SGD([x], lr=1.0)
+    for _ in range(20):
+        opt.zero_grad()
+        with inline_losses_inverted(head):
+            head.loss_by_feat_single(x, bbox_pred, anchors, *rest, avg_factor=2)[0].backward()
+        opt.step()
+    after = head.loss_by_feat_single(x, bbox_pred, anchors, *rest, avg_factor=2)[0].item()
+    assert after > before + 0.5, (before, after)
+
+
+def _feats(batch=2):
+    torch.manual_seed(0)
+    return [torch.randn(batch, 8, 8, 8, requires_grad=True),
+            torch.randn(batch, 8, 4, 4, requires_grad=True),
+            torch.randn(batch, 8, 2, 2, requires_grad=True)]
+
+
+@pytest.mark.parametrize('kind', ['SSDHead', 'PISASSDHead'])
+def test_ssd_heads_on_a_batch(kind):
+    """Both heads' losses: the classification changes, the regression (PISA's CARL too)
+    is negated, both reach the features; the teacher's head of the same class (another
+    instance) keeps its task loss inside the block."""
+    extra = dict(isr=dict(k=2., bias=0.), carl=dict(k=1., bias=0.2)) \
+        if kind == 'PISASSDHead' else {}
+    head, teacher_head = _ssd_head(kind, **extra), _ssd_head(kind, **extra)
+    feats = _feats()
+    _, samples = det_batch()
+    plain = head.loss(feats, samples)
+    with inverted_task_losses(head):
+        inverted = head.loss(feats, samples)
+        torch.testing.assert_close(teacher_head.loss(feats, samples),
+                                   teacher_head.loss(feats, samples))
+        assert 'loss_by_feat_single' not in vars(teacher_head)
+    assert set(inverted) == set(plain)
+    assert ('loss_carl' in plain) == bool(extra)
+    regression = ['loss_bbox'] + (['loss_carl'] if extra else [])
+    for key in plain:
+        n, i = torch.stack(plain[key]) if isinstance(plain[key], list) else plain[key], \
+            torch.stack(inverted[key]) if isinstance(inverted[key], list) else inverted[key]
+        assert torch.isfinite(i).all(), key
+        if key in regression:
+            torch.testing.assert_close(i, -n, msg=key)
+        else:
+            assert not torch.allclose(i, n), key
+    total = sum(torch.stack(v).sum() if isinstance(v, list) else v.sum()
+                for v in inverted.values())
+    grads = torch.autograd.grad(total, feats)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_nesting_is_refused_and_restores():
+    head = _ssd_head()
+    with inline_losses_inverted(head):
+        with pytest.raises(ValueError, match='already inverted'):
+            with inline_losses_inverted(head):
+                pass
+        assert 'loss_by_feat_single' in vars(head)
+    assert 'loss_by_feat_single' not in vars(head)
+
+
+def test_a_subclass_of_a_listed_head_is_refused():
+    """A subclass may compute other losses in the methods it overrides."""
+    from mmdet.models.dense_heads import SSDHead
+
+    class MySSDHead(SSDHead):
+        pass
+
+    head = _ssd_head()
+    head.__class__ = MySSDHead
+    with pytest.raises(NotImplementedError, match='computes its losses inline'):
+        check_invertible(head)
+    check_invertible(_ssd_head())
+
+
+def test_flipped_mask_cross_entropy_by_hand():
+    p = torch.tensor([[0.9, 0.2], [0.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    # [1, 0]: cropped away (p = 0 on background), 0; [1, 1]: -log(1 - 0) = 0
+    expected = torch.tensor([[-np.log(0.1), -np.log(0.2)], [0.0, 0.0]],
+                            dtype=torch.float64)
+    torch.testing.assert_close(_flipped_mask_cross_entropy(p, y, reduction='none'),
+                               expected)
+    torch.testing.assert_close(_flipped_mask_cross_entropy(p, y), expected.mean())
+    torch.testing.assert_close(_flipped_mask_cross_entropy(p, y, reduction='sum'),
+                               expected.sum())
+
+
+def _tiny_yolact():
+    return _mmdet_model('yolact/yolact_r50_1xb8-55e_coco.py', **{
+        'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
+        'bbox_head.num_classes': 3, 'bbox_head.num_protos': 8,
+        'mask_head.in_channels': 32, 'mask_head.num_protos': 8, 'mask_head.num_classes': 3,
+        'mask_head.proto_channels': (8, 8, 8, None, 8, 8)})
+
+
+def _batch_with_masks():
+    from mmdet.structures.mask import BitmapMasks
+    inputs, samples = det_batch()
+    for sample in samples:
+        boxes = sample.gt_instances.bboxes.int().tolist()
+        masks = np.zeros((len(boxes), 64, 64), np.uint8)
+        for k, (x0, y0, x1, y1) in enumerate(boxes):
+            masks[k, y0:(y0 + y1) // 2, x0:x1] = 1  # the top half of the box
+        sample.gt_instances.masks = BitmapMasks(masks, 64, 64)
+    return inputs, samples
+
+
+def test_yolact_mask_loss_is_inverted_on_the_pixels_inside_the_box():
+    torch.manual_seed(0)
+    model = _tiny_yolact().train()
+    check_invertible(model)  # no longer refused at build
+    inputs, samples = _batch_with_masks()
+    torch.manual_seed(1)
+    plain = model.loss(inputs, samples)
+    x = inputs.clone().requires_grad_(True)
+    torch.manual_seed(1)
+    with inverted_task_losses(model):
+        inverted = model.loss(x, samples)
+    mask_plain = torch.stack(plain['loss_mask'])
+    mask_inverse = torch.stack(inverted['loss_mask'])
+    assert torch.isfinite(mask_inverse).all()
+    assert not torch.allclose(mask_inverse, mask_plain)
+    # The cropped-away pixels do not add -log(0) = 100 each: the same scale as the task.
+    assert (mask_inverse < 10 * mask_plain).all(), (mask_inverse, mask_plain)
+    mask_inverse.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert 'loss_by_feat' not in vars(model.mask_head)
