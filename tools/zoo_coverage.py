@@ -19,15 +19,18 @@ a forked process of its own with a time limit and one torch thread (its output i
    one detector / segmentor (:func:`tst_mm.distill.student_check.check_single_model`);
 3. build ``TSTDistiller(student=model, teacher=<a copy>, teacher_ckpt=None)`` with the
    default augmenter objective (teacher task loss + student inverse task loss) and no
-   distillation losses (*builds*: ``model only`` if this fails);
+   distillation losses (*builds*: ``model only`` if this fails), and initialise its
+   weights as the Runner does (``init_weights()``, pretrained parts already off);
 4. one ``augment_step`` and one ``train_step`` on two generated 128 x 128 digit scenes
    (boxes and labels; bitmap masks / a label map where the config's training pipeline
    loads them; a label map for segmentors), digit classes mapped into the model's
    ``num_classes``. If a step fails and the plain student cannot compute its loss on
    that batch either (DINO's 900 queries need more tokens than 128 x 128 gives; SSD300
    needs about 300 pixels), the steps are redone at twice the size, up to
-   ``--max-size``. After a failed step the plain student's loss is also tried in eval
-   mode, the mode the teacher computes its task loss in.
+   ``--max-size``, and at the size the config's training pipeline resizes every
+   image to, if it has one within that (SSD300's 300 x 300). After a failed step the
+   plain student's loss is also tried in eval mode, the mode the teacher computes its
+   task loss in.
 
 Each failure is classified: a missing optional package (named), not a single
 detector/segmentor, a task loss without an inverse (the loss class), a loss the inverse
@@ -59,7 +62,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REPOS = ('mmdet', 'mmseg')
@@ -67,7 +70,7 @@ DEFAULT_WORK_DIR = osp.join('work_dirs', 'zoo_coverage')
 DEFAULT_OUT = osp.join('docs', 'zoo_coverage.md')
 RESULTS = 'results.json'
 # Bump when what a run does changes, so that cached results are redone.
-VERSION = 5
+VERSION = 6
 # RoI / anchor samplers take at most this many per image (see offline_model_cfg).
 MAX_SAMPLED_ROIS = 64
 
@@ -227,12 +230,23 @@ def annotations(cfg, model: dict, repo: str) -> Tuple[bool, bool]:
     a semantic label map? From its LoadAnnotations steps, else from the model."""
     if repo == 'mmseg':
         return False, True
+    steps = _train_steps(cfg, lambda kind: kind.endswith('LoadAnnotations') or
+                         kind.endswith('LoadPanopticAnnotations'))
+    if not steps:
+        text = json.dumps(model, default=str)
+        return '"mask_head"' in text or '"panoptic_head"' in text, _needs_sem_seg(model)
+    panoptic = [str(s.get('type')).endswith('LoadPanopticAnnotations') for s in steps]
+    return (any(s.get('with_mask', p) for s, p in zip(steps, panoptic)),
+            any(s.get('with_seg', p) for s, p in zip(steps, panoptic)))
+
+
+def _train_steps(cfg, wanted: Callable[[str], bool]) -> List[dict]:
+    """The steps of the config's training pipelines whose type ``wanted`` accepts."""
     steps = []
 
     def walk(node):
         if isinstance(node, dict):
-            kind = str(node.get('type', ''))
-            if kind.endswith('LoadAnnotations') or kind.endswith('LoadPanopticAnnotations'):
+            if wanted(str(node.get('type', ''))):
                 steps.append(node)
             for value in node.values():
                 walk(value)
@@ -241,12 +255,22 @@ def annotations(cfg, model: dict, repo: str) -> Tuple[bool, bool]:
                 walk(value)
 
     walk([cfg.get('train_dataloader'), cfg.get('train_pipeline')])
-    if not steps:
-        text = json.dumps(model, default=str)
-        return '"mask_head"' in text or '"panoptic_head"' in text, _needs_sem_seg(model)
-    panoptic = [str(s.get('type')).endswith('LoadPanopticAnnotations') for s in steps]
-    return (any(s.get('with_mask', p) for s, p in zip(steps, panoptic)),
-            any(s.get('with_seg', p) for s, p in zip(steps, panoptic)))
+    return steps
+
+
+def with_fixed_train_size(cfg, sizes: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """``sizes`` plus the size the config's training pipeline resizes every image to
+    (``Resize`` with ``keep_ratio=False``, e.g. SSD300's 300 x 300, whose anchors and
+    PISA's sampling assume it), in order, if it is within the largest of ``sizes``."""
+    fixed = {(int(h), int(w)) for step in _train_steps(cfg, lambda kind: kind == 'Resize')
+             if step.get('keep_ratio') is False and isinstance(step.get('scale'), (list, tuple))
+             for w, h in [step['scale']]}
+    if len(fixed) != 1:
+        return sizes
+    size = fixed.pop()
+    if size in sizes or max(size) > max(max(s) for s in sizes):
+        return sizes
+    return sorted(sizes + [size], key=max)
 
 
 def _needs_sem_seg(model: dict) -> bool:
@@ -425,6 +449,7 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
         scope = cfg.get('default_scope', repo) or repo
         raw_model = cfg.model.to_dict()
         with_mask, with_seg = annotations(cfg, raw_model, repo)
+        sizes = with_fixed_train_size(cfg, sizes)
         with DefaultScope.overwrite_default_scope(scope):
             stage = reached('model')
             with MODELS.switch_scope_and_registry(scope) as registry:
@@ -446,6 +471,10 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
                 distiller = MODELS.build(dict(
                     type='TSTDistiller', student=model_cfg,
                     teacher=copy.deepcopy(model_cfg), teacher_ckpt=None))
+                # As the Runner does: some modules only get their weights here
+                # (TridentNet's TridentConv is allocated uninitialised), and an
+                # uninitialised weight made TridentNet's result depend on the memory it got.
+                distiller.init_weights()
                 distiller = revert_sync_batchnorm(distiller)
                 result['builds'] = 'yes'
                 optim_wrapper = build_optim_wrapper(distiller, dict(

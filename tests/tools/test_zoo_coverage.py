@@ -109,6 +109,25 @@ def test_sizes_double_up_to_the_limit():
     assert zoo_coverage.step_sizes((128, 256), 300) == [(128, 256)]
 
 
+def test_a_fixed_training_size_joins_the_sizes():
+    """SSD300's pipeline resizes every image to 300 x 300 (its anchors, PISA's sampling
+    assume it); a pipeline that keeps the aspect ratio adds nothing."""
+    from mmengine.config import Config
+    ladder = [(128, 128), (256, 256), (512, 512)]
+
+    def cfg(*steps):
+        return Config(dict(train_dataloader=dict(dataset=dict(pipeline=list(steps)))))
+
+    ssd = cfg(dict(type='LoadImageFromFile'),
+              dict(type='Resize', scale=(300, 200), keep_ratio=False))
+    assert zoo_coverage.with_fixed_train_size(ssd, ladder) == [
+        (128, 128), (256, 256), (200, 300), (512, 512)]  # (h, w) from mmdet's (w, h)
+    keep = cfg(dict(type='Resize', scale=(1333, 800), keep_ratio=True))
+    assert zoo_coverage.with_fixed_train_size(keep, ladder) == ladder
+    large = cfg(dict(type='Resize', scale=(550, 550), keep_ratio=False))
+    assert zoo_coverage.with_fixed_train_size(large, ladder) == ladder
+
+
 def test_configs_are_picked_by_dataset_then_cost():
     pick = zoo_coverage.pick_config
     assert pick('mmdet', ['a_voc.py', 'b_r101_coco.py', 'c_r50_coco-panoptic.py',
