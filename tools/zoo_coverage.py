@@ -20,7 +20,8 @@ a forked process of its own with a time limit and one torch thread (its output i
 3. build ``TSTDistiller(student=model, teacher=<a copy>, teacher_ckpt=None)`` with the
    default augmenter objective (teacher task loss + student inverse task loss) and no
    distillation losses (*builds*: ``model only`` if this fails), and initialise its
-   weights as the Runner does (``init_weights()``, pretrained parts already off);
+   weights as the Runner does (``init_weights()``, pretrained parts off), plus the
+   weights a model leaves to its checkpoint (:func:`init_left_to_checkpoint`);
 4. one ``augment_step`` and one ``train_step`` on two generated 128 x 128 digit scenes
    (boxes and labels; bitmap masks / a label map where the config's training pipeline
    loads them; a label map for segmentors), digit classes mapped into the model's
@@ -199,6 +200,24 @@ def offline_model_cfg(model: dict, size: Tuple[int, int]) -> dict:
                 augment['random_size_range'] = tuple(size)
                 augment['size_divisor'] = min(augment.get('size_divisor', 32), size[0])
     return model
+
+
+def init_left_to_checkpoint(model) -> None:
+    """Initialises the weights a model leaves to its pretrained checkpoint, which the
+    tool does not load.
+
+    mmdet's ``TridentConv`` allocates its weight uninitialised (``torch.Tensor(...)``)
+    and only the first block of each trident stage has an ``init_cfg`` for it; the
+    others are filled by the ImageNet checkpoint. Without one they computed on whatever
+    memory they got (ok in one run, NaN in the next); here they get the Kaiming-uniform
+    (fan-in) initialisation that first block's ``init_cfg`` gives.
+    """
+    import torch
+    for module in model.modules():
+        if type(module).__name__ == 'TridentConv':
+            torch.nn.init.kaiming_uniform_(module.weight, mode='fan_in', nonlinearity='relu')
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
 
 
 def _is_pretrained(init_cfg) -> bool:
@@ -471,10 +490,8 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
                 distiller = MODELS.build(dict(
                     type='TSTDistiller', student=model_cfg,
                     teacher=copy.deepcopy(model_cfg), teacher_ckpt=None))
-                # As the Runner does: some modules only get their weights here
-                # (TridentNet's TridentConv is allocated uninitialised), and an
-                # uninitialised weight made TridentNet's result depend on the memory it got.
-                distiller.init_weights()
+                distiller.init_weights()  # as the Runner does
+                init_left_to_checkpoint(distiller)
                 distiller = revert_sync_batchnorm(distiller)
                 result['builds'] = 'yes'
                 optim_wrapper = build_optim_wrapper(distiller, dict(

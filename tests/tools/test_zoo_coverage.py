@@ -128,6 +128,18 @@ def test_a_fixed_training_size_joins_the_sizes():
     assert zoo_coverage.with_fixed_train_size(large, ladder) == ladder
 
 
+def test_weights_left_to_a_checkpoint_are_initialised():
+    """TridentConv's weight is allocated uninitialised: the tool fills it."""
+    import torch
+    from mmdet.models.backbones.trident_resnet import TridentConv
+    conv = TridentConv(16, 8, kernel_size=3, trident_dilations=(1, 2, 3))
+    conv.weight.data.fill_(float('nan'))
+    zoo_coverage.init_left_to_checkpoint(torch.nn.Sequential(conv))
+    bound = (6 / (16 * 9)) ** 0.5  # Kaiming-uniform, fan-in, ReLU gain
+    assert torch.isfinite(conv.weight).all() and conv.weight.abs().max() <= bound
+    assert conv.weight.std() > bound / 3
+
+
 def test_configs_are_picked_by_dataset_then_cost():
     pick = zoo_coverage.pick_config
     assert pick('mmdet', ['a_voc.py', 'b_r101_coco.py', 'c_r50_coco-panoptic.py',
