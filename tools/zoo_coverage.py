@@ -316,7 +316,7 @@ def digit_batch(repo: str, size: Tuple[int, int], num_classes: int, with_mask: b
                 with_seg: bool, batch: int = 2) -> dict:
     """Two rendered digit scenes as a packed batch (BGR uint8, as mmcv loads images):
     boxes and labels, instance masks (``BitmapMasks``) if ``with_mask``, a label map if
-    ``with_seg`` (always for mmseg)."""
+    ``with_seg`` (always for mmseg; its bottom sixteenth ignored, 255)."""
     import numpy as np
     import torch
     from mmengine.structures import InstanceData, PixelData
@@ -337,6 +337,10 @@ def digit_batch(repo: str, size: Tuple[int, int], num_classes: int, with_mask: b
         for inst, label in zip(scene.instances, labels):
             label_map[inst.mask] = label
         if repo == 'mmseg':
+            # Cityscapes and ADE label maps have ignored pixels (255: void, or ADE's
+            # class 0); a model must compute its plain loss with them (mmseg 1.2's
+            # class-weighted CrossEntropyLoss cannot: CGNet, PIDNet)
+            label_map[-max(1, size[0] // 16):] = 255
             from mmseg.structures import SegDataSample
             sample = SegDataSample(metainfo=dict(meta, pad_shape=size,
                                                  reduce_zero_label=False, flip=False))

@@ -140,6 +140,13 @@ def test_weights_left_to_a_checkpoint_are_initialised():
     assert conv.weight.std() > bound / 3
 
 
+def test_segmentation_batches_have_ignored_pixels_as_cityscapes_does():
+    batch = zoo_coverage.digit_batch('mmseg', (64, 96), 19, False, True)
+    label = batch['data_samples'][0].gt_sem_seg.data[0]
+    assert (label[-4:] == 255).all() and (label[:-4] != 255).all()
+    assert set(label[:-4].unique().tolist()) - {10} <= set(range(10))
+
+
 def test_configs_are_picked_by_dataset_then_cost():
     pick = zoo_coverage.pick_config
     assert pick('mmdet', ['a_voc.py', 'b_r101_coco.py', 'c_r50_coco-panoptic.py',
