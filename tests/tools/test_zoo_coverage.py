@@ -74,7 +74,7 @@ def test_a_family_out_of_time_is_a_result(tmp_path):
 
 def test_a_family_killed_for_memory_says_so(monkeypatch):
     """The out-of-memory killer's SIGKILL leaves no traceback: the row names it."""
-    def killed(family, sizes, send, log_file=None):
+    def killed(family, sizes, send, log_file=None, scenes=2):
         send.send(('stage', dict(builds='yes', augment='ok', student='-',
                                  stage='student step')))
         os.kill(os.getpid(), signal.SIGKILL)
@@ -85,11 +85,13 @@ def test_a_family_killed_for_memory_says_so(monkeypatch):
     assert result['reason'] == 'killed in: student step (SIGKILL: most likely out of memory)'
 
 
-def test_a_family_killed_beside_others_is_run_again_alone(tmp_path, monkeypatch):
+@pytest.mark.parametrize('jobs', ['1', '2'])
+def test_a_family_killed_for_memory_is_run_again_alone_on_one_scene(tmp_path, monkeypatch,
+                                                                    jobs):
     calls = []
 
-    def fake(family, sizes, timeout, log_file=None):
-        calls.append(family['id'])
+    def fake(family, sizes, timeout, log_file=None, scenes=2):
+        calls.append((family['id'], scenes))
         if len(calls) == 1:
             return dict(builds='yes', augment='ok', student='fails', category='crash',
                         reason='killed in: student step (SIGKILL: most likely out of '
@@ -98,10 +100,11 @@ def test_a_family_killed_beside_others_is_run_again_alone(tmp_path, monkeypatch)
                     seconds=2.0)
     monkeypatch.setattr(zoo_coverage, 'run_in_subprocess', fake)
     monkeypatch.setattr(zoo_coverage, 'import_once', lambda: None)
-    zoo_coverage.main(['--families', 'retinanet', '--jobs', '2', '--work-dir',
+    zoo_coverage.main(['--families', 'retinanet', '--jobs', jobs, '--work-dir',
                        str(tmp_path / 'work'), '--out', str(tmp_path / 'zoo.md')])
-    assert calls == ['mmdet/retinanet', 'mmdet/retinanet']
-    assert rows(tmp_path)['mmdet/retinanet'][2:5] == ['yes', 'ok', 'ok']
+    assert calls == [('mmdet/retinanet', 2), ('mmdet/retinanet', 1)]
+    row = rows(tmp_path)['mmdet/retinanet']
+    assert row[2:5] == ['yes', 'ok', 'ok'] and 'on one scene' in row[5]
 
 
 def test_sizes_double_up_to_the_limit():
