@@ -243,3 +243,114 @@ def test_yolact_mask_loss_is_inverted_on_the_pixels_inside_the_box():
     mask_inverse.sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert 'loss_by_feat' not in vars(model.mask_head)
+
+
+# ---------------------------------------------------------------------- FreeAnchor
+
+
+def _free_anchor_head():
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(dict(
+            type='FreeAnchorRetinaHead', num_classes=3, in_channels=8, stacked_convs=1,
+            feat_channels=8, pre_anchor_topk=5,
+            anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
+                                  scales_per_octave=1, ratios=[0.5, 1.0, 2.0],
+                                  strides=[8, 16, 32]),
+            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
+                            target_stds=[0.1, 0.1, 0.2, 0.2]),
+            loss_bbox=dict(type='SmoothL1Loss', beta=0.11, loss_weight=0.75)))
+
+
+def _bag_case():
+    torch.manual_seed(0)
+    cls_prob = torch.rand(2, 5, dtype=torch.float64) * 0.98 + 0.01  # (num_gt, topk)
+    box_prob = torch.rand(2, 5, dtype=torch.float64) * 0.98 + 0.01
+    return cls_prob, box_prob
+
+
+def test_free_anchor_positive_bag_by_hand():
+    """-alpha log(mean-max(P_cls P_loc)) -> -alpha log(1 - mean-max(...))."""
+    head = _free_anchor_head()
+    cls_prob, box_prob = _bag_case()
+    p = cls_prob * box_prob
+    weight = 1 / (1 - p)
+    bag = (weight / weight.sum(1, keepdim=True) * p).sum(1)  # mean-max, as the task's
+    plain = head.positive_bag_loss(cls_prob, box_prob)
+    torch.testing.assert_close(plain, -head.alpha * torch.log(bag))
+    with inline_losses_inverted(head):
+        inverse = head.positive_bag_loss(cls_prob, box_prob)
+    torch.testing.assert_close(inverse, -head.alpha * torch.log(1 - bag))
+
+
+def test_free_anchor_negative_bag_by_hand():
+    """Focal on p = P_cls (1 - P_box) -> the same on 1 - p."""
+    head = _free_anchor_head()
+    cls_prob, box_prob = _bag_case()
+    p = cls_prob * (1 - box_prob)
+    with inline_losses_inverted(head):
+        inverse = head.negative_bag_loss(cls_prob, box_prob)
+    expected = (1 - head.alpha) * (1 - p)**head.gamma * -torch.log(p)
+    torch.testing.assert_close(inverse, expected)
+    # finite where the student is sure there is no object (p -> 0)
+    with inline_losses_inverted(head):
+        sure = head.negative_bag_loss(torch.zeros_like(cls_prob), box_prob)
+    assert torch.isfinite(sure).all() and (sure > 10).all()
+
+
+@pytest.mark.parametrize('method', ['positive_bag_loss', 'negative_bag_loss'])
+def test_free_anchor_inverse_gradients_match_finite_differences(method):
+    head = _free_anchor_head()
+    cls_prob, box_prob = _bag_case()
+
+    def inverse(cls_prob, box_prob):
+        with inline_losses_inverted(head):
+            return getattr(head, method)(cls_prob, box_prob).sum()
+
+    assert torch.autograd.gradcheck(inverse, (cls_prob.requires_grad_(True),
+                                              box_prob.requires_grad_(True)))
+
+
+def test_free_anchor_minimising_the_negative_inverse_increases_the_original():
+    head = _free_anchor_head()
+    _, box_prob = _bag_case()
+    logits = torch.full((2, 5), -3.0, dtype=torch.float64, requires_grad=True)
+    before = head.negative_bag_loss(logits.sigmoid(), box_prob).sum().item()
+    opt = torch.optim.SGD([logits], lr=1.0)
+    for _ in range(20):
+        opt.zero_grad()
+        with inline_losses_inverted(head):
+            head.negative_bag_loss(logits.sigmoid(), box_prob).sum().backward()
+        opt.step()
+    after = head.negative_bag_loss(logits.sigmoid(), box_prob).sum().item()
+    assert after > 10 * before, (before, after)
+
+
+def test_free_anchor_head_on_a_batch():
+    """Both bags inverted, finite and reaching the features; its loss_bbox stays the
+    task's (it is the localisation confidence exp(-loss_bbox)); under 'mean' the negative
+    bag is averaged over every anchor x class instead of divided by num_gts x topk."""
+    from mmdet.models.losses import SmoothL1Loss
+    head = _free_anchor_head()
+    feats = _feats()
+    _, samples = det_batch()
+    plain = head.loss(feats, samples)
+    inverted = {}
+    for reduction in ('task', 'mean'):
+        with inverted_task_losses(head, reduction):
+            assert type(head.loss_bbox) is SmoothL1Loss
+            inverted[reduction] = head.loss(feats, samples)
+    for key in ('positive_bag_loss', 'negative_bag_loss'):
+        for losses in inverted.values():
+            assert torch.isfinite(losses[key]) and not torch.allclose(losses[key], plain[key])
+    torch.testing.assert_close(inverted['mean']['positive_bag_loss'],
+                               inverted['task']['positive_bag_loss'])
+    num_gts, elements = 4, 2 * 3 * 3 * (8 * 8 + 4 * 4 + 2 * 2)  # images x anchors x classes
+    torch.testing.assert_close(inverted['mean']['negative_bag_loss'],
+                               inverted['task']['negative_bag_loss'] * num_gts * 5 / elements)
+    total = sum(inverted['mean'].values())
+    grads = torch.autograd.grad(total, feats)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    assert not {'positive_bag_loss', 'negative_bag_loss', 'loss_by_feat'} & set(vars(head))

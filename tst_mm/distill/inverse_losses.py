@@ -314,9 +314,13 @@ INLINE_LOSS_HEADS: Dict[str, str] = {
     'mmdet.AutoAssignHead': 'computes its classification losses inline '
     '(F.binary_cross_entropy) and turns loss_bbox into a confidence exp(-loss), which '
     'an inverted (negated) loss_bbox pushes above 1',
-    'mmdet.FreeAnchorRetinaHead': 'computes its bag losses inline from the class '
-    'probabilities and turns loss_bbox into a confidence exp(-loss), which an inverted '
-    '(negated) loss_bbox pushes above 1',
+}
+
+# Loss modules a head reads as something other than its loss: left as they are (the
+# head's own losses are inverted by inline_inverses). 'package.HeadClass' -> attributes.
+NOT_TASK_LOSSES: Dict[str, Tuple[str, ...]] = {
+    # the localisation confidence P_loc = exp(-loss_bbox) inside the bag losses
+    'mmdet.FreeAnchorRetinaHead': ('loss_bbox', ),
 }
 
 # Dense focal losses, averaged over every element under 'mean' (module docstring).
@@ -508,7 +512,8 @@ def find_task_losses(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]
     (``initial_loss_cls``); such a child counts when its name says loss (``criterion``
     or containing ``loss``) and its class is one (it has an inverse, or its name ends
     with ``Loss`` and it holds no ``loss_*`` modules of its own: DDQ's
-    ``aux_loss_for_dense`` is searched like a head).
+    ``aux_loss_for_dense`` is searched like a head). A module a head reads as something
+    else (:data:`NOT_TASK_LOSSES`: FreeAnchor's ``loss_bbox``) is not one.
 
     Args:
         model (nn.Module): The model to search.
@@ -525,7 +530,8 @@ def find_task_losses(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]
         if any(name.startswith(p + '.') for p in loss_paths):
             continue
         for attr, child in parent.named_children():
-            if not _is_task_loss(attr, child):
+            if not _is_task_loss(attr, child) or \
+                    attr in NOT_TASK_LOSSES.get(_key(parent), ()):
                 continue
             path = f'{name}.{attr}' if name else attr
             loss_paths.append(path)
@@ -597,7 +603,7 @@ def inverted_task_losses(model: nn.Module, reduction: str = 'mean') -> Iterator[
         for (parent, attr, loss), wrapper in zip(found, wrappers):
             setattr(parent, attr, wrapper)
             swapped.append((parent, attr, loss))
-        with inline_losses_inverted(model):
+        with inline_losses_inverted(model, reduction):
             yield model
     finally:
         for parent, attr, loss in reversed(swapped):
