@@ -1,5 +1,6 @@
 """TSTDistiller built in-process: preprocessing per model, checks and clear errors."""
 import copy
+import math
 import os
 import os.path as osp
 
@@ -289,20 +290,36 @@ def test_a_student_with_inline_losses_is_inverted_or_named_at_build(coco_digits)
         build(cfg.model)
 
 
-def test_a_head_whose_losses_cannot_be_swapped_is_named_at_build():
-    """AutoAssign computes its classification losses inline and uses loss_bbox as a
-    confidence: swapping in inverse modules would crash (or invert half of it)."""
+@pytest.mark.parametrize('head,keys', [
+    (dict(type='AutoAssignHead', strides=[8, 16, 32, 64, 128], norm_cfg=None,
+          loss_bbox=dict(type='GIoULoss', loss_weight=5.0)),
+     {'loss_pos', 'loss_neg', 'loss_center'}),
+    (dict(type='FreeAnchorRetinaHead', stacked_convs=1,
+          anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
+                                scales_per_octave=1, ratios=[1.0],
+                                strides=[8, 16, 32, 64, 128]),
+          bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
+                          target_stds=[0.1, 0.1, 0.2, 0.2]),
+          loss_bbox=dict(type='SmoothL1Loss', beta=0.11, loss_weight=0.75)),
+     {'positive_bag_loss', 'negative_bag_loss'})])
+def test_heads_reading_loss_bbox_as_a_confidence_take_an_augment_step(coco_digits, head,
+                                                                      keys):
+    """AutoAssign and FreeAnchor compute their losses inline and use loss_bbox as a
+    confidence exp(-loss): inverted by tst_mm.distill.inline_inverses, loss_bbox kept."""
+    from tst_mm.engine import TSTOptimWrapperConstructor
     cfg = tiny_cfg()
-    cfg.model.student.bbox_head = dict(
-        type='AutoAssignHead', num_classes=10, in_channels=16, feat_channels=16,
-        stacked_convs=1, strides=[8, 16, 32, 64, 128], norm_cfg=None,
-        loss_bbox=dict(type='GIoULoss', loss_weight=5.0))
+    cfg.model.student.bbox_head = dict(head, num_classes=10, in_channels=16,
+                                       feat_channels=16)
+    cfg.model.teacher = copy.deepcopy(cfg.model.student)
     cfg.model.distill_losses = None
-    with pytest.raises(NotImplementedError, match='AutoAssignHead computes its '
-                       'classification losses inline.*divergence=1'):
-        build(cfg.model)
-    cfg.model.augment_loss_weights = dict(student_inverse=0, divergence=1)
-    build(cfg.model)
+    distiller = build(cfg.model)
+    distiller.train()
+    optim = TSTOptimWrapperConstructor(dict(
+        student=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.0)),
+        augmenter=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.0))))(distiller)
+    log = distiller.augment_step(one_batch(coco_digits), optim)
+    assert all(math.isfinite(float(v)) for v in log.values())
+    assert distiller.inversion_check.checked == keys  # each changed when inverted
 
 
 def test_a_wrapper_is_refused_as_student():

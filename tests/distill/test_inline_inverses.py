@@ -286,18 +286,22 @@ def test_free_anchor_positive_bag_by_hand():
 
 
 def test_free_anchor_negative_bag_by_hand():
-    """Focal on p = P_cls (1 - P_box) -> the same on 1 - p."""
+    """Focal on p = P_cls (1 - P_box) -> the same on (1 - P_cls)(1 - P_box): the class
+    confidence flipped, the exemption of likely objects (P_box near 1) kept."""
     head = _free_anchor_head()
     cls_prob, box_prob = _bag_case()
-    p = cls_prob * (1 - box_prob)
+    flipped = (1 - cls_prob) * (1 - box_prob)
     with inline_losses_inverted(head):
         inverse = head.negative_bag_loss(cls_prob, box_prob)
-    expected = (1 - head.alpha) * (1 - p)**head.gamma * -torch.log(p)
+    expected = (1 - head.alpha) * flipped**head.gamma * -torch.log(1 - flipped)
     torch.testing.assert_close(inverse, expected)
-    # finite where the student is sure there is no object (p -> 0)
+    # finite where the student is sure there is no object, and largest there
+    no_object = torch.zeros_like(box_prob)
     with inline_losses_inverted(head):
-        sure = head.negative_bag_loss(torch.zeros_like(cls_prob), box_prob)
+        sure = head.negative_bag_loss(torch.zeros_like(cls_prob), no_object)
+        exempt = head.negative_bag_loss(torch.zeros_like(cls_prob), torch.ones_like(box_prob))
     assert torch.isfinite(sure).all() and (sure > 10).all()
+    assert (exempt < 1e-6).all()
 
 
 @pytest.mark.parametrize('method', ['positive_bag_loss', 'negative_bag_loss'])
@@ -354,3 +358,80 @@ def test_free_anchor_head_on_a_batch():
     grads = torch.autograd.grad(total, feats)
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
     assert not {'positive_bag_loss', 'negative_bag_loss', 'loss_by_feat'} & set(vars(head))
+
+
+# ---------------------------------------------------------------------- AutoAssign
+
+
+def _autoassign_head():
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(dict(
+            type='AutoAssignHead', num_classes=3, in_channels=8, stacked_convs=1,
+            feat_channels=8, strides=[8, 16, 32], norm_cfg=None,
+            loss_bbox=dict(type='GIoULoss', loss_weight=5.0)))
+
+
+def _points_case(points=7, classes=3):
+    torch.manual_seed(0)
+    cls_score = torch.rand(points, classes, dtype=torch.float64) * 0.98 + 0.01
+    objectness = torch.rand(points, 1, dtype=torch.float64) * 0.98 + 0.01
+    return cls_score, objectness
+
+
+def test_autoassign_positive_loss_by_hand():
+    """-log(sum_j w_j p_j) per object -> -log(1 - sum_j w_j p_j), the confidence
+    weights w_j (exp(3 p_j) x centre prior, normalised) kept."""
+    from mmengine.structures import InstanceData
+    head = _autoassign_head()
+    cls_score, objectness = _points_case()
+    reg_loss = torch.rand(7, 2, dtype=torch.float64)
+    prior = torch.rand(7, 2, dtype=torch.float64)
+    gts = InstanceData(labels=torch.tensor([2, 0]))
+    p = cls_score[:, [2, 0]] * objectness * torch.exp(-reg_loss)
+    w = torch.exp(3 * p) * prior
+    reweighted = (p * w / w.sum(0, keepdim=True)).sum(0)
+    with inline_losses_inverted(head):
+        inverse, = head.get_pos_loss_single(cls_score, objectness, reg_loss, gts, prior)
+    expected = -torch.log(1 - reweighted).sum() * head.pos_loss_weight
+    torch.testing.assert_close(inverse, expected)
+
+
+def test_autoassign_negative_loss_by_hand():
+    """No object in the image (every weight 1): the focal loss on j = P_cls P_obj ->
+    the same on 1 - j, (1 - j)^2 (-log j)."""
+    from mmengine.structures import InstanceData
+    head = _autoassign_head()
+    cls_score, objectness = _points_case()
+    gts = InstanceData(labels=torch.zeros(0, dtype=torch.long))
+    empty = torch.zeros(7, 0, dtype=torch.float64)
+    with inline_losses_inverted(head):
+        inverse, = head.get_neg_loss_single(cls_score, objectness, gts, empty,
+                                            empty.bool())
+    joint = cls_score * objectness
+    expected = ((1 - joint)**2 * -torch.log(joint)).sum() * head.neg_loss_weight
+    torch.testing.assert_close(inverse, expected)
+
+
+def test_autoassign_head_on_a_batch():
+    """Its loss_bbox stays the task's (P_loc = exp(-loss_bbox)); loss_pos and loss_neg
+    are inverted and finite, loss_center negated; every term reaches the features."""
+    from mmdet.models.losses import GIoULoss
+    head = _autoassign_head()
+    feats = _feats()
+    _, samples = det_batch()
+    plain = head.loss(feats, samples)
+    with inverted_task_losses(head):
+        assert type(head.loss_bbox) is GIoULoss
+        inverted = head.loss(feats, samples)
+    assert set(inverted) == {'loss_pos', 'loss_neg', 'loss_center'}
+    torch.testing.assert_close(inverted['loss_center'], -plain['loss_center'])
+    for key in ('loss_pos', 'loss_neg'):
+        assert torch.isfinite(inverted[key]) and not torch.allclose(inverted[key], plain[key])
+    for key in ('loss_pos', 'loss_neg'):
+        grads = torch.autograd.grad(inverted[key], feats, retain_graph=True,
+                                    allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), key
+    assert not {'get_pos_loss_single', 'get_neg_loss_single', 'loss_by_feat'} & set(vars(head))

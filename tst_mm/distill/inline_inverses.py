@@ -1,5 +1,5 @@
 """Inverses of the task losses a head computes inline, with functions instead of
-``loss_*`` modules (SSD, PISA-SSD, YOLACT's protonet, FreeAnchor).
+``loss_*`` modules (SSD, PISA-SSD, YOLACT's protonet, FreeAnchor, AutoAssign).
 
 Swapping loss modules cannot reach a ``F.cross_entropy`` call inside a head's method.
 For the heads listed in :data:`INLINE_INVERSES`, the method that computes the loss is
@@ -11,10 +11,11 @@ module's globals replaced by their inverses (the same rules as :mod:`.inverse_lo
   pixels cropped to ``p = 0`` stay at 0);
 - regression (smooth L1, PISA's classification-aware CARL) -> negated.
 
-A loss whose modulating factor sits outside the function (FreeAnchor's negative bag, a
-focal loss ``p^gamma * BCE(p, 0)``) gets its method replaced by the same loss on
-``1 - p``, and a dense inverse is reduced by the rule of the module docstring of
-:mod:`.inverse_losses` (``'mean'``: over every element).
+FreeAnchor and AutoAssign weigh their negatives *inside* the probability (a focal loss
+on ``w * p``, ``w`` < 1 exempting likely objects): flipping that product would aim the
+inverse at the exempt locations, so their inverse is the head's own negative loss on the
+flipped class confidence ``w * (1 - p)``. Their dense negative inverses are reduced by
+the rule of :mod:`.inverse_losses` (``'mean'``: over every element).
 
 Everything around the call is the head's own code and keeps its meaning on the inverse
 problem: SSD's hard-negative mining keeps the background anchors with the largest
@@ -29,7 +30,7 @@ overrides, so it is refused (``check_invertible``) until it is listed here.
 """
 import types
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -86,85 +87,10 @@ def _negated(function: Callable) -> Callable:
     return negated
 
 
-def _looking_up(**replacements: Callable) -> Callable:
-    """The head's own method, run with the names it looks up among its module's globals
-    replaced: ``name=make``, where ``make(original value)`` gives the replacement."""
-    def inverse(head: nn.Module, method: str, reduction: str) -> types.MethodType:
-        return _rebound(head, method, replacements)
-    return inverse
-
-
-_SSD_SINGLE = _looking_up(F=lambda _: _Functional(cross_entropy=_inverse_cross_entropy),
-                          smooth_l1_loss=_negated)
-
-# FreeAnchor clamps its negative-bag probabilities to [EPS, 1 - EPS] (mmdet's 1e-12).
-_FREE_ANCHOR_EPS = 1e-12
-
-
-def _free_anchor_negative_bag(head: nn.Module, method: str, reduction: str) -> Callable:
-    """FreeAnchor's negative bag loss is a focal loss on ``p = P(class c at anchor j) *
-    (1 - P(anchor j is an object's))``, ``(1 - alpha) p^gamma (-log(1 - p))``; its
-    inverse is the same on ``1 - p``, ``(1 - alpha) (1 - p)^gamma (-log p)``: largest
-    where the student is sure anchor j shows no c, it pushes towards false positives."""
-    def inverse(cls_prob: Tensor, box_prob: Tensor) -> Tensor:
-        flipped = 1 - (cls_prob * (1 - box_prob)).clamp(_FREE_ANCHOR_EPS,
-                                                        1 - _FREE_ANCHOR_EPS)
-        return (1 - head.alpha) * flipped**head.gamma * F.binary_cross_entropy(
-            flipped, torch.zeros_like(flipped), reduction='none')
-    return inverse
-
-
-def _free_anchor_loss_by_feat(head: nn.Module, method: str, reduction: str) -> Callable:
-    """FreeAnchor's losses, its negative bag averaged over every element under
-    ``'mean'`` / ``'reference'``, as a dense focal inverse is: mmdet divides its sum
-    over all anchors x classes by ``max(1, num_gts * pre_anchor_topk)``, which leaves
-    the inverse thousands of times the teacher term."""
-    loss_by_feat = types.MethodType(getattr(type(head), method), head)
-    if reduction == 'task':
-        return loss_by_feat
-
-    def inverse(cls_scores: List[Tensor], bbox_preds: List[Tensor],
-                batch_gt_instances: list, *args: Any, **kwargs: Any) -> dict:
-        losses = loss_by_feat(cls_scores, bbox_preds, batch_gt_instances, *args, **kwargs)
-        num_gts = sum(len(gt) for gt in batch_gt_instances)
-        elements = sum(score.numel() for score in cls_scores)
-        losses['negative_bag_loss'] = losses['negative_bag_loss'] * max(
-            1, num_gts * head.pre_anchor_topk) / elements
-        return losses
-    return inverse
-
-
-# 'package.HeadClass' -> {method computing losses inline:
-#                         (head, method, reduction) -> the method's inverse}
-INLINE_INVERSES: Dict[str, Dict[str, Callable]] = {
-    # loss_cls: F.cross_entropy with hard negatives mined 3:1; loss_bbox: smooth_l1_loss
-    'mmdet.SSDHead': {'loss_by_feat_single': _SSD_SINGLE},
-    # SSD's losses plus CARL, a regression loss weighted by the class score
-    # (ISR-P's re-weighting is computed without gradient and kept as the task's).
-    'mmdet.PISASSDHead': {'loss_by_feat_single': _SSD_SINGLE,
-                          'loss_by_feat': _looking_up(carl_loss=_negated)},
-    # loss_mask: F.binary_cross_entropy on the assembled mask probabilities
-    'mmdet.YOLACTProtonet': {'loss_by_feat': _looking_up(F=lambda _: _Functional(
-        binary_cross_entropy=_flipped_mask_cross_entropy))},
-    # Positive bags: -log(mean-max(P_cls * P_loc)) with F.binary_cross_entropy against
-    # 1 -> -log(1 - mean-max(...)), the task's mean-max weights kept. Its loss_bbox is
-    # read as the confidence P_loc = exp(-loss_bbox), not inverted
-    # (inverse_losses.NOT_TASK_LOSSES).
-    'mmdet.FreeAnchorRetinaHead': {
-        'positive_bag_loss': _looking_up(F=lambda _: _Functional(
-            binary_cross_entropy=_flipped_cross_entropy)),
-        'negative_bag_loss': _free_anchor_negative_bag,
-        'loss_by_feat': _free_anchor_loss_by_feat},
-}
-
-
-def inline_loss_heads(model: nn.Module) -> List[nn.Module]:
-    """The submodules of ``model`` whose inline losses :data:`INLINE_INVERSES` inverts."""
-    return [m for m in model.modules() if _key(m) in INLINE_INVERSES]
-
-
 def _rebound(head: nn.Module, method: str,
              replacements: Dict[str, Callable]) -> types.MethodType:
+    """The head's ``method``, bound to it, looking up ``name`` among its module's
+    globals as ``replacements[name](original value)``."""
     function = getattr(type(head), method)
     missing = [name for name in replacements if name not in function.__globals__]
     if missing:
@@ -180,6 +106,113 @@ def _rebound(head: nn.Module, method: str,
     return types.MethodType(inverse, head)
 
 
+def _task_method(head: nn.Module, method: str) -> types.MethodType:
+    """The class's own ``method`` bound to ``head`` (not an inverse shadowing it)."""
+    return types.MethodType(getattr(type(head), method), head)
+
+
+def _looking_up(**methods: Dict[str, Callable]) -> Callable:
+    """Inverses that run the head's own methods with some of the names they look up
+    replaced: ``method=dict(name=make)``, ``make(original value)`` the replacement."""
+    def inverses(head: nn.Module, reduction: str) -> Dict[str, Callable]:
+        return {method: _rebound(head, method, names) for method, names in methods.items()}
+    return inverses
+
+
+_FLIPPED_BCE = dict(F=lambda _: _Functional(binary_cross_entropy=_flipped_cross_entropy))
+_SSD_SINGLE = dict(F=lambda _: _Functional(cross_entropy=_inverse_cross_entropy),
+                   smooth_l1_loss=_negated)
+
+
+def _free_anchor(head: nn.Module, reduction: str) -> Dict[str, Callable]:
+    """FreeAnchor (its ``loss_bbox`` is read as the localisation confidence
+    ``P_loc = exp(-loss_bbox)``: not inverted, ``inverse_losses.NOT_TASK_LOSSES``).
+
+    - positive bags, ``-alpha log(mean-max(P_cls P_loc))`` with ``F.binary_cross_entropy``
+      against 1 -> ``-alpha log(1 - mean-max(...))``, the task's mean-max weights kept:
+      the student's best anchors for the object miss it, by class or by box;
+    - the negative bag, a focal loss on ``p = P_cls (1 - P_box)`` (``P_box``: how surely
+      anchor j is an object's, which exempts it) -> the same focal loss on
+      ``(1 - P_cls)(1 - P_box)``: pushes the class score up where the anchor is no
+      object's, large where the student is sure it is not, the exemption kept. Under
+      ``'mean'`` / ``'reference'`` it is averaged over every anchor x class, the rule for
+      dense focal inverses; mmdet divides the sum by ``max(1, num_gts * topk)``.
+    """
+    negative_bag = _task_method(head, 'negative_bag_loss')
+    loss_by_feat = _task_method(head, 'loss_by_feat')
+
+    def inverse_negative_bag(cls_prob: Tensor, box_prob: Tensor) -> Tensor:
+        return negative_bag(1 - cls_prob, box_prob)
+
+    def inverse_loss_by_feat(cls_scores: List[Tensor], bbox_preds: List[Tensor],
+                             batch_gt_instances: list, *args: Any, **kwargs: Any) -> dict:
+        losses = loss_by_feat(cls_scores, bbox_preds, batch_gt_instances, *args, **kwargs)
+        if reduction != 'task':
+            num_gts = sum(len(gt) for gt in batch_gt_instances)
+            elements = sum(score.numel() for score in cls_scores)
+            losses['negative_bag_loss'] = losses['negative_bag_loss'] * max(
+                1, num_gts * head.pre_anchor_topk) / elements
+        return losses
+
+    return dict(positive_bag_loss=_rebound(head, 'positive_bag_loss', _FLIPPED_BCE),
+                negative_bag_loss=inverse_negative_bag, loss_by_feat=inverse_loss_by_feat)
+
+
+def _autoassign(head: nn.Module, reduction: str) -> Dict[str, Callable]:
+    """AutoAssign (its ``loss_bbox`` is read as ``P_loc = exp(-loss_bbox)``: not
+    inverted, ``inverse_losses.NOT_TASK_LOSSES``).
+
+    - ``loss_pos``, ``-log`` of the confidence-weighted ``P_cls P_obj P_loc`` with
+      ``F.binary_cross_entropy`` against 1 -> ``-log(1 - ...)``, weights kept;
+    - ``loss_neg``, a focal loss on ``w * P_cls P_obj`` (``w`` < 1 exempts the locations
+      likely an object's) -> the same on ``w * (1 - P_cls P_obj)``: the head's own
+      method on the flipped joint confidence, the exemption kept; under ``'mean'`` /
+      ``'reference'`` averaged over every location x class (mmdet divides the sum by the
+      sum of its centre-prior weights);
+    - ``loss_center``, the centre prior's regulariser -> negated, as a regression loss.
+    """
+    negatives = _task_method(head, 'get_neg_loss_single')
+    loss_by_feat = _task_method(head, 'loss_by_feat')
+    terms: List[Tuple[Tensor, int]] = []  # each image's negative loss, its elements
+
+    def inverse_negatives(cls_score: Tensor, objectness: Tensor, *args: Any) -> tuple:
+        loss, = negatives(1 - cls_score * objectness, torch.ones_like(objectness), *args)
+        terms.append((loss, cls_score.numel()))
+        return loss,
+
+    def inverse_loss_by_feat(*args: Any, **kwargs: Any) -> dict:
+        terms.clear()
+        losses = loss_by_feat(*args, **kwargs)
+        losses['loss_center'] = -losses['loss_center']
+        if reduction != 'task':
+            losses['loss_neg'] = sum(loss for loss, _ in terms) / sum(n for _, n in terms)
+        return losses
+
+    return dict(get_pos_loss_single=_rebound(head, 'get_pos_loss_single', _FLIPPED_BCE),
+                get_neg_loss_single=inverse_negatives, loss_by_feat=inverse_loss_by_feat)
+
+
+# 'package.HeadClass' -> (head, reduction) -> {method: its inverse, bound to the head}
+INLINE_INVERSES: Dict[str, Callable[[nn.Module, str], Dict[str, Callable]]] = {
+    # loss_cls: F.cross_entropy with hard negatives mined 3:1; loss_bbox: smooth_l1_loss
+    'mmdet.SSDHead': _looking_up(loss_by_feat_single=_SSD_SINGLE),
+    # SSD's losses plus CARL, a regression loss weighted by the class score
+    # (ISR-P's re-weighting is computed without gradient and kept as the task's).
+    'mmdet.PISASSDHead': _looking_up(loss_by_feat_single=_SSD_SINGLE,
+                                     loss_by_feat=dict(carl_loss=_negated)),
+    # loss_mask: F.binary_cross_entropy on the assembled mask probabilities
+    'mmdet.YOLACTProtonet': _looking_up(loss_by_feat=dict(F=lambda _: _Functional(
+        binary_cross_entropy=_flipped_mask_cross_entropy))),
+    'mmdet.FreeAnchorRetinaHead': _free_anchor,
+    'mmdet.AutoAssignHead': _autoassign,
+}
+
+
+def inline_loss_heads(model: nn.Module) -> List[nn.Module]:
+    """The submodules of ``model`` whose inline losses :data:`INLINE_INVERSES` inverts."""
+    return [m for m in model.modules() if _key(m) in INLINE_INVERSES]
+
+
 @contextmanager
 def inline_losses_inverted(model: nn.Module, reduction: str = 'mean') -> Iterator[nn.Module]:
     """Temporarily inverts the inline losses of every head of ``model`` listed in
@@ -193,14 +226,13 @@ def inline_losses_inverted(model: nn.Module, reduction: str = 'mean') -> Iterato
     Yields:
         nn.Module: ``model`` itself.
     """
-    for head in inline_loss_heads(model):
-        if set(INLINE_INVERSES[_key(head)]) & set(vars(head)):
+    # Every method is built before any is bound, so an error leaves the model as it was.
+    bound = [(head, method, inverse) for head in inline_loss_heads(model)
+             for method, inverse in INLINE_INVERSES[_key(head)](head, reduction).items()]
+    for head, method, _ in bound:
+        if method in vars(head):
             raise ValueError(f"{type(head).__name__}'s inline losses are already "
                              'inverted; do not nest inverted_task_losses() blocks')
-    # Every method is built before any is bound, so an error leaves the model as it was.
-    bound = [(head, method, make(head, method, reduction))
-             for head in inline_loss_heads(model)
-             for method, make in INLINE_INVERSES[_key(head)].items()]
     try:
         for head, method, inverse in bound:
             head.__dict__[method] = inverse  # shadows the class's method

@@ -309,18 +309,12 @@ INVERSIONS: Dict[str, Any] = {
     **{f'mmdet.{name}': 'negate' for name in _REGRESSION},
 }
 
-# Heads whose losses swapping loss modules cannot invert: 'package.ClassName' -> why.
-INLINE_LOSS_HEADS: Dict[str, str] = {
-    'mmdet.AutoAssignHead': 'computes its classification losses inline '
-    '(F.binary_cross_entropy) and turns loss_bbox into a confidence exp(-loss), which '
-    'an inverted (negated) loss_bbox pushes above 1',
-}
-
 # Loss modules a head reads as something other than its loss: left as they are (the
 # head's own losses are inverted by inline_inverses). 'package.HeadClass' -> attributes.
 NOT_TASK_LOSSES: Dict[str, Tuple[str, ...]] = {
-    # the localisation confidence P_loc = exp(-loss_bbox) inside the bag losses
+    # the localisation confidence P_loc = exp(-loss_bbox) inside their positive losses
     'mmdet.FreeAnchorRetinaHead': ('loss_bbox', ),
+    'mmdet.AutoAssignHead': ('loss_bbox', ),
 }
 
 # Dense focal losses, averaged over every element under 'mean' (module docstring).
@@ -549,8 +543,7 @@ DIVERGENCE_INSTEAD = ('Train the augmenter on the divergence instead: TSTDistill
 def check_invertible(model: nn.Module) -> None:
     """Raises ``NotImplementedError`` naming what keeps :func:`inverted_task_losses`
     from inverting ``model``'s task losses: no ``loss_*`` submodules and no head whose
-    inline losses :mod:`.inline_inverses` inverts, a loss without an inverse, or a head
-    in :data:`INLINE_LOSS_HEADS`."""
+    inline losses :mod:`.inline_inverses` inverts, or a loss without an inverse."""
     from .inline_inverses import inline_loss_heads  # it builds on this module
     task_losses = find_task_losses(model)
     if not task_losses and not inline_loss_heads(model):
@@ -560,13 +553,6 @@ def check_invertible(model: nn.Module) -> None:
             f'term has nothing to invert. {DIVERGENCE_INSTEAD}')
     for _, _, task_loss in task_losses:
         inversion_of(task_loss)
-    for module in model.modules():
-        why = INLINE_LOSS_HEADS.get(_key(module))
-        if why:
-            raise NotImplementedError(
-                f"the student's {type(module).__name__} {why}: the augmenter's "
-                'student-inverse term cannot be built from its loss modules. '
-                f'{DIVERGENCE_INSTEAD}')
 
 
 @contextmanager
