@@ -185,9 +185,11 @@ def test_a_subclass_of_a_listed_head_is_refused():
 
     head = _ssd_head()
     head.__class__ = MySSDHead
-    with pytest.raises(NotImplementedError, match='computes its losses inline'):
+    with pytest.raises(NotImplementedError, match='MySSDHead derives from SSDHead.*'
+                       'add it to INLINE_INVERSES.*divergence=1'):
         check_invertible(head)
     check_invertible(_ssd_head())
+    check_invertible(_ssd_head('PISASSDHead'))  # listed itself
 
 
 def test_flipped_mask_cross_entropy_by_hand():
@@ -435,3 +437,10 @@ def test_autoassign_head_on_a_batch():
                                     allow_unused=True)
         assert any(g is not None and g.abs().sum() > 0 for g in grads), key
     assert not {'get_pos_loss_single', 'get_neg_loss_single', 'loss_by_feat'} & set(vars(head))
+
+
+def test_a_model_with_neither_loss_modules_nor_a_listed_head_is_refused():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1))
+    with pytest.raises(NotImplementedError, match=r'Sequential\) has no task-loss '
+                       'submodules.*computes its losses inline.*divergence=1'):
+        check_invertible(model)

@@ -3,8 +3,8 @@
 
 Swapping loss modules cannot reach a ``F.cross_entropy`` call inside a head's method.
 For the heads listed in :data:`INLINE_INVERSES`, the method that computes the loss is
-mostly run as the head wrote it, but with the loss functions it looks up among its
-module's globals replaced by their inverses (the same rules as :mod:`.inverse_losses`):
+run as the head wrote it, but with the loss functions it looks up among its module's
+globals replaced by their inverses (the same rules as :mod:`.inverse_losses`):
 
 - softmax cross-entropy ``-log p_y`` -> ``-log(1 - p_y)`` (:func:`inverse_softmax_logits`);
 - binary cross-entropy on probabilities ``p`` -> the same on ``1 - p`` (YOLACT's mask
@@ -25,8 +25,9 @@ task's. The replacement is per head instance (a copy of the method bound to the 
 with its own globals), so the teacher's head of the same class, other threads and the
 mmdet module itself never see it.
 
-The key is the head's exact class: a subclass may compute other losses in methods it
-overrides, so it is refused (``check_invertible``) until it is listed here.
+The key is the head's exact class: a subclass may compute other losses in the methods
+it overrides, so it is refused at build (:func:`check_no_unlisted_subclass`) until it is
+listed here.
 """
 import types
 from contextlib import contextmanager
@@ -211,6 +212,25 @@ INLINE_INVERSES: Dict[str, Callable[[nn.Module, str], Dict[str, Callable]]] = {
 def inline_loss_heads(model: nn.Module) -> List[nn.Module]:
     """The submodules of ``model`` whose inline losses :data:`INLINE_INVERSES` inverts."""
     return [m for m in model.modules() if _key(m) in INLINE_INVERSES]
+
+
+def check_no_unlisted_subclass(model: nn.Module) -> None:
+    """Raises ``NotImplementedError`` for a submodule whose class derives from a head in
+    :data:`INLINE_INVERSES` without being listed itself: the methods it overrides may
+    compute other losses, which would stay uninverted."""
+    for module in model.modules():
+        if _key(module) in INLINE_INVERSES:
+            continue
+        listed = [cls for cls in type(module).__mro__[1:]
+                  if f'{cls.__module__.split(".")[0]}.{cls.__name__}' in INLINE_INVERSES]
+        if listed:
+            raise NotImplementedError(
+                f'{type(module).__name__} derives from {listed[0].__name__}, whose losses '
+                'are computed inline and inverted by tst_mm.distill.inline_inverses; '
+                f'whether {type(module).__name__} computes the same is not known: add it '
+                'to INLINE_INVERSES there (with the inverses of what it changes), or train '
+                'the augmenter on the divergence: TSTDistiller(augment_loss_weights='
+                'dict(student_inverse=0, divergence=1))')
 
 
 @contextmanager

@@ -543,8 +543,11 @@ DIVERGENCE_INSTEAD = ('Train the augmenter on the divergence instead: TSTDistill
 def check_invertible(model: nn.Module) -> None:
     """Raises ``NotImplementedError`` naming what keeps :func:`inverted_task_losses`
     from inverting ``model``'s task losses: no ``loss_*`` submodules and no head whose
-    inline losses :mod:`.inline_inverses` inverts, or a loss without an inverse."""
-    from .inline_inverses import inline_loss_heads  # it builds on this module
+    inline losses :mod:`.inline_inverses` inverts, a subclass of such a head, or a loss
+    without an inverse."""
+    # inline_inverses builds on this module
+    from .inline_inverses import check_no_unlisted_subclass, inline_loss_heads
+    check_no_unlisted_subclass(model)
     task_losses = find_task_losses(model)
     if not task_losses and not inline_loss_heads(model):
         raise NotImplementedError(
