@@ -39,9 +39,9 @@ did not reach, a time-out, a crash, or another error (type and first line).
 
 Results are cached per family in ``<work-dir>/results.json`` (a rerun skips finished
 families unless ``--force``, or when the family's picked config changed) and written as
-a table to ``docs/zoo_coverage.md``. A family killed for memory (SIGKILL) is run once
-more at the end, alone and on one scene instead of two (the student step's
-``[x_aug ; x]`` is twice the batch it is given).
+a table to ``docs/zoo_coverage.md``. A family killed for memory (SIGKILL) or out of
+time is run once more at the end, alone and on one scene instead of two (the student
+step's ``[x_aug ; x]`` is twice the batch it is given).
 
 Example::
 
@@ -819,7 +819,7 @@ def main(argv=None) -> int:
                                    log_file, scenes)
         if scenes == 1:
             result['reason'] = ' '.join(filter(None, [result['reason'], (
-                'on one scene (killed for memory on two: the student step\'s '
+                'on one scene (out of memory or time on two: the student step\'s '
                 '[x_aug ; x] is twice the batch)')]))
         result.update(id=key, config=family['config'], version=VERSION, size=list(size))
         with saving:
@@ -832,11 +832,12 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for done in [pool.submit(run, i, family) for i, family in todo]:
             done.result()
-    # A family killed for memory (V3Det, mmseg/mae on this 24 GB machine) gets one more
-    # run by itself (two large models side by side can fill memory one alone fits in),
-    # on one scene: the same code paths on half the student batch.
+    # A family out of memory (V3Det on this 24 GB machine) or time (mmseg/mae's ViT-B at
+    # 512 x 512 beside another family) gets one more run by itself, on one scene: the
+    # same code paths on half the student batch.
     for i, family in todo:
-        if results[family['id']].get('killed'):
+        result = results[family['id']]
+        if result.get('killed') or result['category'] == 'timeout':
             run(i, family, scenes=1)
     # The table: every family with a current result, also those of earlier runs.
     picked = {f['id']: f['config'] for f in find_families()}

@@ -85,17 +85,23 @@ def test_a_family_killed_for_memory_says_so(monkeypatch):
     assert result['reason'] == 'killed in: student step (SIGKILL: most likely out of memory)'
 
 
-@pytest.mark.parametrize('jobs', ['1', '2'])
-def test_a_family_killed_for_memory_is_run_again_alone_on_one_scene(tmp_path, monkeypatch,
-                                                                    jobs):
+OUT_OF_MEMORY = dict(builds='yes', augment='ok', student='fails', category='crash',
+                     reason='killed in: student step (SIGKILL: most likely out of memory)',
+                     killed=True, seconds=1.0)
+OUT_OF_TIME = dict(builds='yes', augment='ok', student='fails', category='timeout',
+                   reason='no result within 600 s (in: student step)', seconds=600.0)
+
+
+@pytest.mark.parametrize('jobs,first', [('1', OUT_OF_MEMORY), ('2', OUT_OF_MEMORY),
+                                        ('2', OUT_OF_TIME)])
+def test_a_family_out_of_memory_or_time_is_run_again_alone_on_one_scene(
+        tmp_path, monkeypatch, jobs, first):
     calls = []
 
     def fake(family, sizes, timeout, log_file=None, scenes=2):
         calls.append((family['id'], scenes))
         if len(calls) == 1:
-            return dict(builds='yes', augment='ok', student='fails', category='crash',
-                        reason='killed in: student step (SIGKILL: most likely out of '
-                        'memory)', killed=True, seconds=1.0)
+            return dict(first)
         return dict(builds='yes', augment='ok', student='ok', category='ok', reason='',
                     seconds=2.0)
     monkeypatch.setattr(zoo_coverage, 'run_in_subprocess', fake)
