@@ -156,6 +156,19 @@ def test_segmentation_batches_have_ignored_pixels_as_cityscapes_does():
     assert set(label[:-4].unique().tolist()) - {10} <= set(range(10))
 
 
+def test_a_plain_model_that_cannot_initialise_fails_as_a_plain_model():
+    """mmseg 1.2's SAN, without its CLIP checkpoint, calls a missing
+    super().init_weights(): the Runner could not train it either."""
+    class Broken:
+        def init_weights(self):
+            raise AttributeError("'super' object has no attribute 'init_weights'")
+
+    with pytest.raises(RuntimeError, match="init_weights.*without its pretrained "
+                       "checkpoint: AttributeError") as error:
+        zoo_coverage._init_plain(Broken())
+    assert error.value.tst_plain_fails
+
+
 def test_configs_are_picked_by_dataset_then_cost():
     pick = zoo_coverage.pick_config
     assert pick('mmdet', ['a_voc.py', 'b_r101_coco.py', 'c_r50_coco-panoptic.py',
@@ -198,9 +211,10 @@ def test_errors_are_classified():
         'no inverse is defined for the task loss mmdet.FooLoss (mmdet.x.FooLoss); ...')) == \
         ('unsupported loss', 'no inverse for mmdet.FooLoss')
     assert classify(NotImplementedError(
-        "the student's AutoAssignHead computes its classification losses inline (...): "
-        "the augmenter's student-inverse term cannot be built from its loss modules.")) \
-        == ('uninverted loss', 'AutoAssignHead computes losses inline')
+        'MySSDHead derives from SSDHead, whose losses are computed inline and inverted by '
+        'tst_mm.distill.inline_inverses; ...')) == \
+        ('uninverted loss', 'MySSDHead derives from SSDHead, whose inline losses are inverted')
+
     assert classify(KeyError('Bar is not in the mmdet::model registry')) == \
         ('error', 'KeyError: Bar is not in the mmdet::model registry')
 
