@@ -39,9 +39,11 @@ did not reach, a time-out, a crash, or another error (type and first line).
 
 Results are cached per family in ``<work-dir>/results.json`` (a rerun skips finished
 families unless ``--force``, or when the family's picked config changed) and written as
-a table to ``docs/zoo_coverage.md``. A family killed for memory (SIGKILL) or out of
-time is run once more at the end, alone and on one scene instead of two (the student
-step's ``[x_aug ; x]`` is twice the batch it is given).
+a table to ``docs/zoo_coverage.md``. A family killed for memory (SIGKILL) is run once
+more at the end, alone and on one scene instead of two (the student step's
+``[x_aug ; x]`` is twice the batch it is given); one out of time, alone with twice the
+time (one scene would not do: a batch of one image fails BatchNorm on pooled features,
+as UperNet's).
 
 Example::
 
@@ -825,18 +827,17 @@ def main(argv=None) -> int:
         import_once()
     saving = threading.Lock()
 
-    def run(i: int, family: Dict[str, str], scenes: int = 2) -> None:
+    def run(i: int, family: Dict[str, str], scenes: int = 2, retry: str = '') -> None:
         key = family['id']
         print(f"[{i}/{total}] {key} ({family['config']}) ..." +
-              (' (again, alone, on one scene)' if scenes == 1 else ''), flush=True)
+              (f' (again, alone, {retry})' if retry else ''), flush=True)
         log_file = osp.join(args.work_dir, 'logs', key.replace('/', '_') + '.log')
         os.makedirs(osp.dirname(log_file), exist_ok=True)
-        result = run_in_subprocess(family, step_sizes(size, args.max_size), args.timeout,
+        timeout = args.timeout * (2 if retry and scenes == 2 else 1)
+        result = run_in_subprocess(family, step_sizes(size, args.max_size), timeout,
                                    log_file, scenes)
-        if scenes == 1:
-            result['reason'] = ' '.join(filter(None, [result['reason'], (
-                'on one scene (out of memory or time on two: the student step\'s '
-                '[x_aug ; x] is twice the batch)')]))
+        if retry:
+            result['reason'] = ' '.join(filter(None, [result['reason'], f'(alone, {retry})']))
         result.update(id=key, config=family['config'], version=VERSION, size=list(size))
         with saving:
             results[key] = result
@@ -848,13 +849,16 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for done in [pool.submit(run, i, family) for i, family in todo]:
             done.result()
-    # A family out of memory (V3Det on this 24 GB machine) or time (mmseg/mae's ViT-B at
-    # 512 x 512 beside another family) gets one more run by itself, on one scene: the
-    # same code paths on half the student batch.
+    # A family out of memory (V3Det on this 24 GB machine) gets one more run by itself on
+    # one scene: the same code paths on half the student batch. One out of time
+    # (mmseg/mae's ViT-B at 512 x 512 beside another family) gets twice the time alone.
     for i, family in todo:
         result = results[family['id']]
-        if result.get('killed') or result['category'] == 'timeout':
-            run(i, family, scenes=1)
+        if result.get('killed'):
+            run(i, family, scenes=1, retry="on one scene: out of memory on two, the "
+                "student step's [x_aug ; x] is twice the batch")
+        elif result['category'] == 'timeout':
+            run(i, family, retry=f'with {2 * args.timeout:g} s: out of time')
     # The table: every family with a current result, also those of earlier runs.
     picked = {f['id']: f['config'] for f in find_families()}
     shown = sorted((r for r in results.values() if picked.get(r['id']) == r['config'] and

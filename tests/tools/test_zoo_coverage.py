@@ -94,12 +94,12 @@ OUT_OF_TIME = dict(builds='yes', augment='ok', student='fails', category='timeou
 
 @pytest.mark.parametrize('jobs,first', [('1', OUT_OF_MEMORY), ('2', OUT_OF_MEMORY),
                                         ('2', OUT_OF_TIME)])
-def test_a_family_out_of_memory_or_time_is_run_again_alone_on_one_scene(
+def test_a_family_out_of_memory_or_time_is_run_again_alone(
         tmp_path, monkeypatch, jobs, first):
     calls = []
 
     def fake(family, sizes, timeout, log_file=None, scenes=2):
-        calls.append((family['id'], scenes))
+        calls.append((family['id'], scenes, timeout))
         if len(calls) == 1:
             return dict(first)
         return dict(builds='yes', augment='ok', student='ok', category='ok', reason='',
@@ -108,9 +108,12 @@ def test_a_family_out_of_memory_or_time_is_run_again_alone_on_one_scene(
     monkeypatch.setattr(zoo_coverage, 'import_once', lambda: None)
     zoo_coverage.main(['--families', 'retinanet', '--jobs', jobs, '--work-dir',
                        str(tmp_path / 'work'), '--out', str(tmp_path / 'zoo.md')])
-    assert calls == [('mmdet/retinanet', 2), ('mmdet/retinanet', 1)]
+    retry = ('mmdet/retinanet', 1, 600) if first is OUT_OF_MEMORY else \
+        ('mmdet/retinanet', 2, 1200)  # out of time: both scenes, twice the time
+    assert calls == [('mmdet/retinanet', 2, 600), retry]
     row = rows(tmp_path)['mmdet/retinanet']
-    assert row[2:5] == ['yes', 'ok', 'ok'] and 'on one scene' in row[5]
+    assert row[2:5] == ['yes', 'ok', 'ok']
+    assert ('on one scene' if first is OUT_OF_MEMORY else 'with 1200 s') in row[5]
 
 
 def test_sizes_double_up_to_the_limit():
