@@ -355,7 +355,7 @@ def digit_batch(repo: str, size: Tuple[int, int], num_classes: int, with_mask: b
         if repo == 'mmseg':
             # Cityscapes and ADE label maps have ignored pixels (255: void, or ADE's
             # class 0); a model must compute its plain loss with them (mmseg 1.2's
-            # class-weighted CrossEntropyLoss cannot: CGNet, PIDNet)
+            # class-weighted CrossEntropyLoss cannot: CGNet)
             label_map[-max(1, size[0] // 16):] = 255
             from mmseg.structures import SegDataSample
             sample = SegDataSample(metainfo=dict(meta, pad_shape=size,

@@ -552,8 +552,10 @@ def check_invertible(model: nn.Module) -> None:
     if not task_losses and not inline_loss_heads(model):
         raise NotImplementedError(
             f'the student ({type(model).__name__}) has no task-loss submodules (named '
-            "loss_*): it computes its losses inline, so the augmenter's student-inverse "
-            f'term has nothing to invert. {DIVERGENCE_INSTEAD}')
+            'loss_*) and no head listed in tst_mm.distill.inline_inverses.INLINE_INVERSES'
+            ": it computes its losses inline, so the augmenter's student-inverse term has "
+            'nothing to invert. List its head there with the inverses of its losses, or '
+            f'{DIVERGENCE_INSTEAD[0].lower()}{DIVERGENCE_INSTEAD[1:]}')
     for _, _, task_loss in task_losses:
         inversion_of(task_loss)
 
