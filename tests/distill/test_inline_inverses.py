@@ -15,22 +15,26 @@ from tst_mm.distill.inline_inverses import (_flipped_mask_cross_entropy,
 from tst_mm.distill.inverse_losses import check_invertible
 
 
-def _ssd_head(kind='SSDHead', **train_cfg):
+def _mmdet_head(**cfg):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg)
+
+
+def _ssd_head(kind='SSDHead', **train_cfg):
     cfg = dict(smoothl1_beta=1.0, neg_pos_ratio=3, allowed_border=-1, pos_weight=-1,
                assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.5,
                              min_pos_iou=0.0),
                sampler=dict(type='PseudoSampler'), debug=False, **train_cfg)
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        return MODELS.build(dict(
-            type=kind, num_classes=3, in_channels=(8, 8, 8), train_cfg=cfg,
-            anchor_generator=dict(type='SSDAnchorGenerator', scale_major=False,
-                                  input_size=64, strides=[8, 16, 32], ratios=[[2]] * 3,
-                                  min_sizes=[10, 24, 40], max_sizes=[24, 40, 64]),
-            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
-                            target_stds=[0.1, 0.1, 0.2, 0.2])))
+    return _mmdet_head(
+        type=kind, num_classes=3, in_channels=(8, 8, 8), train_cfg=cfg,
+        anchor_generator=dict(type='SSDAnchorGenerator', scale_major=False,
+                              input_size=64, strides=[8, 16, 32], ratios=[[2]] * 3,
+                              min_sizes=[10, 24, 40], max_sizes=[24, 40, 64]),
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
+                        target_stds=[0.1, 0.1, 0.2, 0.2]))
 
 
 def _single_case():
@@ -251,19 +255,15 @@ def test_yolact_mask_loss_is_inverted_on_the_pixels_inside_the_box():
 
 
 def _free_anchor_head():
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        return MODELS.build(dict(
-            type='FreeAnchorRetinaHead', num_classes=3, in_channels=8, stacked_convs=1,
-            feat_channels=8, pre_anchor_topk=5,
-            anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
-                                  scales_per_octave=1, ratios=[0.5, 1.0, 2.0],
-                                  strides=[8, 16, 32]),
-            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
-                            target_stds=[0.1, 0.1, 0.2, 0.2]),
-            loss_bbox=dict(type='SmoothL1Loss', beta=0.11, loss_weight=0.75)))
+    return _mmdet_head(
+        type='FreeAnchorRetinaHead', num_classes=3, in_channels=8, stacked_convs=1,
+        feat_channels=8, pre_anchor_topk=5,
+        anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
+                              scales_per_octave=1, ratios=[0.5, 1.0, 2.0],
+                              strides=[8, 16, 32]),
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
+                        target_stds=[0.1, 0.1, 0.2, 0.2]),
+        loss_bbox=dict(type='SmoothL1Loss', beta=0.11, loss_weight=0.75))
 
 
 def _bag_case():
@@ -366,14 +366,10 @@ def test_free_anchor_head_on_a_batch():
 
 
 def _autoassign_head():
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        return MODELS.build(dict(
-            type='AutoAssignHead', num_classes=3, in_channels=8, stacked_convs=1,
-            feat_channels=8, strides=[8, 16, 32], norm_cfg=None,
-            loss_bbox=dict(type='GIoULoss', loss_weight=5.0)))
+    return _mmdet_head(
+        type='AutoAssignHead', num_classes=3, in_channels=8, stacked_convs=1,
+        feat_channels=8, strides=[8, 16, 32], norm_cfg=None,
+        loss_bbox=dict(type='GIoULoss', loss_weight=5.0))
 
 
 def _points_case(points=7, classes=3):

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .inverse_losses import _key, _negate, inverse_softmax_logits
+from .inverse_losses import _class_key, _key, _negate, inverse_softmax_logits
 
 
 def _inverse_cross_entropy(input: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor:
@@ -221,8 +221,7 @@ def check_no_unlisted_subclass(model: nn.Module) -> None:
     for module in model.modules():
         if _key(module) in INLINE_INVERSES:
             continue
-        listed = [cls for cls in type(module).__mro__[1:]
-                  if f'{cls.__module__.split(".")[0]}.{cls.__name__}' in INLINE_INVERSES]
+        listed = [cls for cls in type(module).__mro__[1:] if _class_key(cls) in INLINE_INVERSES]
         if listed:
             raise NotImplementedError(
                 f'{type(module).__name__} derives from {listed[0].__name__}, whose losses '

@@ -370,8 +370,12 @@ def _state_kept(loss: nn.Module) -> Iterator[None]:
                     buf.copy_(value)
 
 
-def _key(loss: nn.Module) -> str:
-    cls = type(loss)
+def _key(module: nn.Module) -> str:
+    return _class_key(type(module))
+
+
+def _class_key(cls: type) -> str:
+    """'package.ClassName', the key of the tables here and in inline_inverses."""
     return f'{cls.__module__.split(".")[0]}.{cls.__name__}'
 
 
