@@ -265,3 +265,15 @@ def test_autocast_no_grad_and_dtype():
     assert torch.equal(samples[0].gt_instances.bboxes.tensor,
                        ref_samples[0].gt_instances.bboxes.tensor)
     assert 0 <= out.min() and out.max() <= 255 + 1e-3  # bilinear: in range to rounding
+
+
+@pytest.mark.parametrize('kind', ['boxes', 'label_map'])
+def test_samples_on_another_device_than_the_images_are_named(kind):
+    """Boxes or label maps on another device (here 'meta', standing in for CPU samples
+    beside CUDA images) get an error naming both devices and the fix, before any op."""
+    img, dets, segs = rectangle_batch(2)
+    samples = dets if kind == 'boxes' else segs
+    moved = samples[1].to('meta')
+    with pytest.raises(ValueError, match=r'data_samples\[1\].* is on meta but the '
+                       r'images are on cpu.*s\.to\(device\)'):
+        forced(['Rotate'])(img, [samples[0], moved])

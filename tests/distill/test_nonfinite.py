@@ -4,6 +4,7 @@ import copy
 import functools
 import math
 import os.path as osp
+import warnings
 
 import pytest
 import torch
@@ -162,3 +163,13 @@ def test_consecutive_nonfinite_updates_stop_training(workspace, phase, calls, wh
     assert not osp.exists(run / 'iter_4.pth')
     with open(run / 'last_checkpoint') as f:
         assert f.read() == str(run / 'iter_2.pth')
+
+
+def test_logging_a_skip_reads_terms_that_require_grad_without_a_warning():
+    """``parse_losses`` returns the terms still attached to the graph; reading them for
+    the log must not warn (``float()`` of a tensor that requires grad does)."""
+    weight = torch.ones((), requires_grad=True)
+    terms = {'student.loss_cls': weight * float('nan'), 'loss': weight * 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        NonFiniteGuard(max_consecutive=2).record('student', False, terms)

@@ -148,7 +148,9 @@ def timed(fn, params, sync, backward=True, repeats=2, weight=None):
     return best
 
 
-def det_samples(n, h, w):
+def det_samples(n, h, w, device='cpu'):
+    """``n`` DetDataSamples with 10 random boxes each, on ``device`` (as mmdet's data
+    preprocessor leaves them: on the images' device)."""
     from mmdet.structures import DetDataSample
     from mmdet.structures.bbox import HorizontalBoxes
     from mmengine.structures import InstanceData
@@ -161,13 +163,14 @@ def det_samples(n, h, w):
                                         batch_input_shape=(h, w), scale_factor=(1., 1.)))
         s.gt_instances = InstanceData(bboxes=HorizontalBoxes(torch.cat([xy, xy + wh], 1)),
                                       labels=torch.randint(0, 80, (10,), generator=g))
-        out.append(s)
+        out.append(s.to(device))
     return out
 
 
-def mask_samples(n, h, w, instances, kind):
+def mask_samples(n, h, w, instances, kind, device='cpu'):
     """``det_samples`` with ``instances`` boxes per image and, unless ``kind`` is None,
-    an octagon mask per instance inscribed in its box (bitmap or polygon)."""
+    an octagon mask per instance inscribed in its box (bitmap or polygon). Boxes and
+    labels on ``device``; masks are host data (numpy), as mmdet keeps them."""
     from mmdet.structures.mask import PolygonMasks
     from mmdet.structures.bbox import HorizontalBoxes
     from mmengine.structures import InstanceData
@@ -188,6 +191,8 @@ def mask_samples(n, h, w, instances, kind):
             polygons = PolygonMasks([[p.flatten().double().numpy()] for p in points], h, w)
             sample.gt_instances.masks = polygons if kind == 'polygon' \
                 else polygons.to_bitmap()
+        sample.gt_instances.bboxes = sample.gt_instances.bboxes.to(device)
+        sample.gt_instances.labels = sample.gt_instances.labels.to(device)
         out.append(sample)
     return out
 
@@ -199,7 +204,7 @@ def bench_masks(aug, device, seeds, repeats, sync, shape=(2, 3, 800, 1333)):
     params, weight = list(aug.parameters()), torch.randn(shape, device=device)
     rows = {}
     for instances in (10, 50):
-        methods = {kind: mask_samples(n, h, w, instances, kind)
+        methods = {kind: mask_samples(n, h, w, instances, kind, device)
                    for kind in (None, 'bitmap', 'polygon')}
         times = {k: [] for k in methods}
         for s in range(0, seeds + 1):  # seed 0 warms up
@@ -221,7 +226,7 @@ def bench_shape(aug, shape, device, seeds, repeats, sync):
     hw = torch.tensor([[h, w]] * n, device=device, dtype=torch.float32)
     valid = torch.ones(1, 1, 1, 1, device=device).expand(n, 1, h, w)
     ctx = OpContext(valid, hw, None, padded=False)
-    samples = det_samples(n, h, w)
+    samples = det_samples(n, h, w, device)
     methods = {
         'fused': (lambda s: run_fused(aug, img, None, s), True),
         'boxes': (lambda s: run_fused(aug, img, samples, s), True),
@@ -253,7 +258,7 @@ def bench_retinanet(shape, device, sync, iters=2):
     model = MODELS.build(cfg.model).to(device).train()
     n, _, h, w = shape
     img = torch.randn(shape, device=device)
-    samples = [s.to(device) for s in det_samples(n, h, w)]
+    samples = det_samples(n, h, w, device)
     ts = []
     for _ in range(iters + 1):
         model.zero_grad()

@@ -99,7 +99,7 @@ class TSTAugmenter(TSTPolicy):
         n, _, h, w = inputs.shape
         device = inputs.device
         dtype = inputs.dtype if inputs.dtype == torch.float64 else torch.float32
-        _check_samples(data_samples, n)
+        _check_samples(data_samples, n, device)
         with torch.autocast(device.type, enabled=False):
             x = inputs.to(dtype)
             draw = self.sample(n, device, dtype)
@@ -376,19 +376,35 @@ def _bitmap_masks(cls, array: np.ndarray, height: int, width: int):
     return masks
 
 
-def _check_samples(samples: Optional[list], n: int) -> None:
+def _check_samples(samples: Optional[list], n: int, device: torch.device) -> None:
     if samples is None:
         return
     if len(samples) != n:
         raise ValueError(f'got {len(samples)} data samples for a batch of {n}')
-    for s in samples:
+    for i, s in enumerate(samples):
         for f in BOX_FIELDS:
             inst = _instances(s, f)
-            masks = inst.get('masks') if inst is not None else None
+            if inst is None:
+                continue
+            _check_device(_box_tensor(inst.bboxes), device, f'data_samples[{i}].{f}.bboxes')
+            masks = inst.get('masks')
             if masks is not None and type(masks).__name__ not in MASK_TYPES:
                 raise TypeError(f'{f}.masks is a {type(masks).__name__}; TSTAugmenter '
                                 f'warps mmdet {" and ".join(MASK_TYPES)} (what '
                                 "mmdet's LoadAnnotations(with_mask=True) gives)")
+        if hasattr(s, 'gt_sem_seg'):
+            seg = s.gt_sem_seg.get(_label_field(s.gt_sem_seg))
+            _check_device(seg, device, f'data_samples[{i}].gt_sem_seg')
+
+
+def _check_device(tensor: Tensor, device: torch.device, what: str) -> None:
+    """Boxes and label maps are transformed on the images' device (a host-side check:
+    ``Tensor.device`` needs no sync)."""
+    if tensor.device != device:
+        raise ValueError(
+            f'{what} is on {tensor.device} but the images are on {device}: move the data '
+            'samples to the images\' device first (mmdet\'s and mmseg\'s data '
+            'preprocessors do; by hand: `[s.to(device) for s in data_samples]`)')
 
 
 def _instances(sample, field: str):

@@ -319,7 +319,8 @@ class TSTDistiller(BaseModel):
         optim_wrapper['student'].zero_grad()
         self.nonfinite_guard.record('augmenter', stepped, log_vars)
         log_vars.update(_add_prefix(grad_norms, 'grad_norm'))
-        return _add_prefix(log_vars, 'augment')
+        # Detached: the log reads them as numbers after the graph is gone.
+        return {f'augment.{k}': v.detach() for k, v in log_vars.items()}
 
     def _student_views(self, inputs: Tensor, samples: list) -> Tuple[Tensor, list]:
         if self.student_views == ('clean',):

@@ -57,7 +57,7 @@ class NonFiniteGuard:
             return
         count = self.consecutive[phase] = self.consecutive.get(phase, 0) + 1
         self.total[phase] = self.total.get(phase, 0) + 1
-        values = {k: float(v) for k, v in terms.items()}
+        values = {k: float(torch.as_tensor(v).detach()) for k, v in terms.items()}
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         bad = [k for k in bad if k != 'loss'] or bad  # the total, if no term says more
         what = (f'non-finite loss terms {bad}' if bad else
