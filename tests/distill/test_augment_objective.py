@@ -133,3 +133,44 @@ def test_per_term_gradients_add_up_and_stay_out_of_the_student_log(coco_digits):
     torch.testing.assert_close(out['augment.loss'], log_vars['loss'])
     teacher, inverse = out['augment.grad_norm.teacher'], out['augment.grad_norm.student_inverse']
     assert abs(teacher - inverse) <= total.norm() * (1 + 1e-4) <= (teacher + inverse) * (1 + 1e-4)
+
+
+@pytest.mark.parametrize('clean_loss, active', [(0.0, True), (1e9, False)])
+def test_teacher_margin_is_a_hinge_on_the_clean_loss(coco_digits, monkeypatch, clean_loss,
+                                                     active):
+    """``teacher_margin=r``: the teacher term is ``a * relu(T(x_aug) - (1 + r) T(x))``:
+    zero with no gradient while the views are within the bound, ``a * (T(x_aug) -
+    bound)`` beyond it (the clean loss is pinned here to put the bound on either side)."""
+    from tests.distill.test_distiller import build, one_batch, tiny_cfg
+    cfg = tiny_cfg()
+    cfg.model.update(teacher_margin=0.5, augment_loss_weights=dict(teacher=3.0))
+    distiller = build(cfg.model).train()
+    monkeypatch.setattr(distiller, '_clean_teacher_loss',
+                        lambda clean: torch.tensor(clean_loss))
+    optim = TSTOptimWrapperConstructor(copy.deepcopy(FROZEN_OPTIM))(distiller)
+    out = distiller.augment_step(one_batch(coco_digits), optim)
+    assert out['augment.teacher.bound'] == pytest.approx(1.5 * clean_loss)
+    if active:
+        assert out['augment.grad_norm.teacher'] > 0
+        torch.testing.assert_close(
+            out['augment.loss'] - out['augment.student_inverse.loss'],
+            3.0 * (out['augment.teacher.loss'] - out['augment.teacher.bound']))
+    else:
+        assert out['augment.grad_norm.teacher'] == 0
+        torch.testing.assert_close(out['augment.loss'], out['augment.student_inverse.loss'])
+
+
+def test_teacher_margin_compares_with_the_teachers_clean_loss(coco_digits):
+    """The bound is the teacher's task loss on the batch before augmentation."""
+    from tests.distill.test_distiller import build, one_batch, tiny_cfg
+    cfg = tiny_cfg()
+    cfg.model.teacher_margin = 0.0
+    distiller = build(cfg.model).train()
+    data = distiller.data_preprocessor(one_batch(coco_digits), True)
+    with distiller._teacher_in('loss'), torch.no_grad():
+        losses = distiller.teacher(distiller.teacher_normalizer(
+            data['inputs'], data['data_samples']), data['data_samples'], 'loss')
+    expected = distiller.parse_losses(losses)[0]
+    torch.testing.assert_close(distiller._clean_teacher_loss(data), expected)
+    with pytest.raises(ValueError, match='teacher_margin'):
+        build(dict(cfg.model, teacher_margin=-0.1))

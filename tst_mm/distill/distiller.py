@@ -94,6 +94,15 @@ class TSTDistiller(BaseModel):
             kept finite whatever the optimizer does, so magnitudes and probabilities
             stay in [sigmoid(-bound), sigmoid(bound)] (4.5e-5 to 0.99995 at 10) and can
             always move back. Defaults to 10.
+        teacher_margin (float, optional): None: the teacher term is weighted, as the
+            reference: ``a * T(x_aug)``. A number ``r >= 0`` makes it a constraint
+            (as TeachAugment's, Suzuki, CVPR 2022: hard for the student only as long
+            as the teacher still solves it): a penalty
+            ``a * relu(T(x_aug) - (1 + r) * T(x))`` that is zero while the teacher's
+            task loss on the views stays within ``1 + r`` times its loss on the clean
+            batch (one more teacher forward, without gradient) and pushes back beyond
+            it; ``a`` (``augment_loss_weights.teacher``) is then the penalty's
+            weight. Defaults to None.
         augment_grad_balance (bool): Rescale each term's gradient on the augmenter
             to the terms' mean norm before its update, so that the teacher term and
             the student inverse have the same say in the direction whatever their
@@ -119,6 +128,7 @@ class TSTDistiller(BaseModel):
                  teacher_inputs: Optional[Sequence[dict]] = None,
                  max_nonfinite_skips: int = 3,
                  augmenter_param_bound: float = 10.0,
+                 teacher_margin: Optional[float] = None,
                  augment_grad_balance: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -165,6 +175,12 @@ class TSTDistiller(BaseModel):
             raise ValueError('augmenter_param_bound must be a finite number > 0, got '
                              f'{augmenter_param_bound!r}')
         self.augmenter_param_bound = float(augmenter_param_bound)
+        if teacher_margin is not None and (isinstance(teacher_margin, bool) or not
+                                           isinstance(teacher_margin, (int, float)) or
+                                           not 0 <= teacher_margin < float('inf')):
+            raise ValueError('teacher_margin must be None or a finite number >= 0, got '
+                             f'{teacher_margin!r}')
+        self.teacher_margin = teacher_margin
         if not isinstance(augment_grad_balance, bool):
             raise ValueError('augment_grad_balance must be True or False, got '
                              f'{augment_grad_balance!r}')
@@ -312,7 +328,7 @@ class TSTDistiller(BaseModel):
         with optim.optim_context(self.augmenter), frozen(self.student):
             data = self.data_preprocessor(data, True)
             inputs, samples = self.augmenter(data['inputs'], data['data_samples'])
-            terms, log_vars = self._augmenter_objective(inputs, samples)
+            terms, log_vars = self._augmenter_objective(inputs, samples, data)
         with bounded(self.augmenter, self.augmenter_param_bound):
             grad_norms, stepped = update_by_terms(optim, terms, self.augmenter,
                                                   self.augment_grad_balance)
@@ -331,9 +347,11 @@ class TSTDistiller(BaseModel):
             return inputs_aug, samples_aug
         return torch.cat([inputs_aug, inputs]), samples_aug + list(samples)
 
-    def _augmenter_objective(self, inputs: Tensor,
-                             samples: list) -> Tuple[Dict[str, Tensor], dict]:
-        """The weighted terms of ``L_aug`` (their sum is minimised) and the log."""
+    def _augmenter_objective(self, inputs: Tensor, samples: list,
+                             clean: Optional[dict] = None
+                             ) -> Tuple[Dict[str, Tensor], dict]:
+        """The weighted terms of ``L_aug`` (their sum is minimised) and the log;
+        ``clean`` is the batch before augmentation (for ``teacher_margin``)."""
         w = self.augment_loss_weights
         divergence = w['divergence'] > 0
         # The student runs unwrapped: its weights are frozen, so DDP has nothing to do.
@@ -355,8 +373,15 @@ class TSTDistiller(BaseModel):
         if w['student_inverse']:
             self.inversion_check.after(student_losses)
         teacher_loss, log_vars = self.parse_losses(teacher)
-        terms = dict(teacher=w['teacher'] * teacher_loss)
         log_vars = _add_prefix(log_vars, 'teacher')
+        if self.teacher_margin is None:
+            terms = dict(teacher=w['teacher'] * teacher_loss)
+        else:
+            if clean is None:
+                raise ValueError('teacher_margin compares with the clean batch: pass it')
+            bound = (1 + self.teacher_margin) * self._clean_teacher_loss(clean)
+            terms = dict(teacher=w['teacher'] * torch.relu(teacher_loss - bound))
+            log_vars['teacher.bound'] = bound
         if w['student_inverse']:
             inverse_loss, inverse_log = self.parse_losses(student_losses)
             terms['student_inverse'] = w['student_inverse'] * inverse_loss
@@ -367,6 +392,14 @@ class TSTDistiller(BaseModel):
             log_vars['divergence'] = gap.detach()
         log_vars['loss'] = sum(terms.values()).detach()
         return terms, log_vars
+
+    @torch.no_grad()
+    def _clean_teacher_loss(self, clean: dict) -> Tensor:
+        """The teacher's task loss on the batch as it was before augmentation."""
+        inputs, samples = clean['inputs'], clean['data_samples']
+        with self._teacher_in('loss'):
+            losses = self.teacher(self.teacher_normalizer(inputs, samples), samples, 'loss')
+        return self.parse_losses(losses)[0]
 
     def _distill_losses(self) -> Dict[str, Tensor]:
         return {name: loss(self.student_recorder.get(self.loss_paths[name][0]),
