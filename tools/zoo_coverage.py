@@ -73,6 +73,8 @@ REPOS = ('mmdet', 'mmseg')
 DEFAULT_WORK_DIR = osp.join('work_dirs', 'zoo_coverage')
 DEFAULT_OUT = osp.join('docs', 'zoo_coverage.md')
 RESULTS = 'results.json'
+# The hand-written part of the table's file starts at this heading: a rewrite keeps it.
+NOTES_HEADING = '## Notes'
 # Bump when what a run does changes, so that cached results are redone.
 VERSION = 6
 # RoI / anchor samplers take at most this many per image (see offline_model_cfg).
@@ -730,11 +732,24 @@ def summary(results: List[dict], not_run: int = 0) -> List[str]:
     return lines
 
 
+def kept_notes(path: str) -> List[str]:
+    """The lines of ``path`` from :data:`NOTES_HEADING` on (none if it has none)."""
+    if not osp.isfile(path):
+        return []
+    with open(path, encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    return lines[lines.index(NOTES_HEADING):] if NOTES_HEADING in lines else []
+
+
 def write_markdown(path: str, results: List[dict], size: Tuple[int, int],
                    not_run: int = 0) -> None:
+    """Writes the table to ``path``, keeping the notes a person wrote after it."""
+    notes = kept_notes(path)
+    kept = ' (the [notes](#notes) after it are hand-written and kept)' if notes else ''
     lines = [
         '# Model-zoo coverage', '',
-        'Written by `tools/zoo_coverage.py` (`make zoo-coverage`); do not edit by hand. One '
+        'The table is written by `tools/zoo_coverage.py` (`make zoo-coverage`); do not edit '
+        f'it by hand{kept}. One '
         'config per family of the installed mmdet / mmseg configs, built as '
         '`TSTDistiller(student=model, teacher=<copy>, teacher_ckpt=None)` with the '
         'default augmenter objective, then one augmenter step and one student step on '
@@ -750,6 +765,8 @@ def write_markdown(path: str, results: List[dict], size: Tuple[int, int],
         lines.append('| ' + ' | '.join(_cell(c) for c in (
             r['id'], r['config'], r['builds'], r['augment'], r['student'],
             reason)) + ' |')
+    if notes:
+        lines += ['', *notes]
     os.makedirs(osp.dirname(path) or '.', exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')

@@ -11,9 +11,6 @@ model = dict(
 # The students train 300 iterations (the teacher 900).
 max_iters = 300
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters,
-         T_max=max_iters - 30, eta_min=1e-5),
-]
+param_scheduler = [_base_.scratch_warmup, dict(_base_.scratch_cosine, end=max_iters,
+                   T_max=max_iters - _base_.scratch_cosine.begin)]
 default_hooks = dict(checkpoint=dict(interval=max_iters))

@@ -2,7 +2,7 @@
 # no ImageNet weights offline) on the generated COCO-format digits set (1000 train /
 # 200 val images, `make demo` writes it), sized for about 4 minutes on 2 CPU cores at
 # 128 x 128. `make demo` trains it through tools/train.py.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '../_base_/digits_from_scratch.py']
 custom_imports = dict(imports=['tst_mm'], allow_failed_imports=False)
 
 data_root = 'data/demo/coco/'
@@ -56,15 +56,9 @@ test_evaluator = val_evaluator
 
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters)
-optim_wrapper = dict(
-    _delete_=True, type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
-    clip_grad=dict(max_norm=10, norm_type=2))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters,
-         T_max=max_iters - 30, eta_min=1e-5),
-]
+optim_wrapper = _base_.scratch_optim_wrapper
+param_scheduler = [_base_.scratch_warmup, dict(_base_.scratch_cosine, end=max_iters,
+                   T_max=max_iters - _base_.scratch_cosine.begin)]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,

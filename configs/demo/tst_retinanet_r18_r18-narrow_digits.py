@@ -1,15 +1,11 @@
 # The demo's TST run: the narrow student distilled from the trained demo teacher
 # (`make demo` trains the teacher first and passes its checkpoint as teacher_ckpt).
-_base_ = './retinanet_r18-narrow_digits.py'
+_base_ = ['./retinanet_r18-narrow_digits.py', '../_base_/tst_digits.py']
 
 teacher_ckpt = 'work_dirs/demo/teacher/iter_900.pth'
 model = dict(
-    _delete_=True,
-    type='TSTDistiller',
-    student={{_base_.model}},
-    teacher='{{fileDirname}}/retinanet_r18_digits.py',
-    teacher_ckpt=teacher_ckpt,
-    augmenter=dict(type='TSTAugmenter', num_ops=4, temperature=0.05),
+    _base_.tst_model, student=_base_.model,
+    teacher='{{fileDirname}}/retinanet_r18_digits.py', teacher_ckpt=teacher_ckpt,
     # The shipped RetinaNet configs' classification distillation: the Bernoulli KL of
     # each sigmoid score, summed per image and over the FPN levels. No FPN mimic here:
     # the from-scratch teacher's features are large (MSE ~1e4 at the start), and with
@@ -18,23 +14,14 @@ model = dict(
         loss_kd_cls=dict(type='BinaryKLDivergence', student='bbox_head.retina_cls',
                          teacher='bbox_head.retina_cls', reduction='batchmean',
                          level_reduction='sum', loss_weight=1.0)))
-model_wrapper_cfg = dict(type='TSTDistributedDataParallel')
 
 # Augment phases of one pass over the 1000 training images (125 batches of 8) each, as
 # the reference trains the augmenter for one epoch per phase, before iterations 1, 101
 # and 201 of 300.
 train_cfg = dict(_delete_=True, type='TSTIterBasedTrainLoop',
-                 max_iters={{_base_.max_iters}}, val_interval={{_base_.max_iters}},
+                 max_iters=_base_.max_iters, val_interval=_base_.max_iters,
                  augment_iters=[0, 100, 200], augment_steps=125)
-# The learned policy in the log and in work_dir/policy.png, after every phase.
-custom_hooks = [dict(type='TSTPolicyHook', interval=100)]
 # The same 8 loaded images per step as the student-alone run; the student sees each
 # twice ([x_aug ; x]).
-optim_wrapper = dict(
-    _delete_=True,
-    constructor='TSTOptimWrapperConstructor',
-    student={{_base_.optim_wrapper}},
-    augmenter=dict(type='OptimWrapper',
-                   optimizer=dict(type='SGD', lr=0.01, momentum=0.9),
-                   clip_grad=dict(max_norm=20)))
-param_scheduler = dict(_delete_=True, student={{_base_.param_scheduler}}, augmenter=[])
+optim_wrapper = dict(_base_.tst_optim_wrapper, student=_base_.optim_wrapper)
+param_scheduler = dict(_base_.tst_param_scheduler, student=_base_.param_scheduler)

@@ -4,7 +4,8 @@
 # (64 x 128, the digits are classes 0-9 and the background class 10; mmseg's
 # BaseSegDataset reads its Cityscapes layout under the digits' own class names).
 # tools/study/study.py trains it once and caches it.
-_base_ = 'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py'
+_base_ = ['mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',
+          '../_base_/digits_from_scratch.py']
 custom_imports = dict(imports=['tst_mm'], allow_failed_imports=False)
 
 data_root = 'data/study/cityscapes/'
@@ -48,15 +49,9 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-optim_wrapper = dict(
-    _delete_=True, type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
-    clip_grad=dict(max_norm=10, norm_type=2))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters,
-         T_max=max_iters - 30, eta_min=1e-5),
-]
+optim_wrapper = _base_.scratch_optim_wrapper
+param_scheduler = [_base_.scratch_warmup, dict(_base_.scratch_cosine, end=max_iters,
+                   T_max=max_iters - _base_.scratch_cosine.begin)]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,

@@ -2,22 +2,16 @@
 # (student), COCO 2x: the reference's two-stage pair, with its RoI-level distillation.
 # Student: mmdet's faster-rcnn_r50_fpn_2x_coco (38.4 box AP without distillation), with
 # its ImageNet-pretrained backbone, optimizer and schedule unchanged.
-_base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
-    './_base_/tst_runtime.py',
-]
+_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py', './_base_/tst_runtime.py']
 
 model = dict(
-    _delete_=True,
-    type='TSTDistiller',
-    student={{_base_.model}},
+    _base_.tst_model, student=_base_.model,
     teacher='mmdet::cascade_rcnn/cascade-mask-rcnn_x101-64x4d_fpn_20e_coco.py',
     # mmdet model zoo, cascade-mask-rcnn_x101-64x4d_fpn_20e_coco: 45.6 box AP, 39.5 mask
     # AP on COCO val2017 (the reference's teacher checkpoint).
     teacher_ckpt='https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/'
     'cascade_mask_rcnn_x101_64x4d_fpn_20e_coco/'
     'cascade_mask_rcnn_x101_64x4d_fpn_20e_coco_20200512_161033-bdb5126a.pth',
-    augmenter={{_base_.tst_augmenter}},
     # The teacher's proposals are the student's sampled RoIs, so its first stage
     # scores exactly the student's boxes, row for row (the reference feeds the
     # student's RoIs into the teacher's first-stage RoI extractor). The reference
@@ -34,15 +28,9 @@ model = dict(
                              teacher='roi_head.bbox_head.0.fc_cls', tau=1.0,
                              reduction='batchmean', loss_weight=1.0)))
 
-# Two views per image, [x_aug ; x], on mmdet's 2 images per GPU (see
-# retinanet_r101_r50_coco.py for the trade-off and the batch_size=1 alternative).
-train_dataloader = dict(batch_size=2)
-
-train_cfg = {{_base_.tst_train_cfg}}
-optim_wrapper = dict(
-    _delete_=True,
-    constructor='TSTOptimWrapperConstructor',
-    student={{_base_.optim_wrapper}},
-    augmenter={{_base_.tst_augmenter_optim_wrapper}})
-param_scheduler = dict(
-    _delete_=True, student={{_base_.param_scheduler}}, augmenter=[])
+# Two views per image, [x_aug ; x], on mmdet's 2 images per GPU (its train_dataloader,
+# unchanged; see retinanet_r101_r50_coco.py for the trade-off and the batch_size=1
+# alternative).
+train_cfg = _base_.tst_train_cfg
+optim_wrapper = dict(_base_.tst_optim_wrapper, student=_base_.optim_wrapper)
+param_scheduler = dict(_base_.tst_param_scheduler, student=_base_.param_scheduler)

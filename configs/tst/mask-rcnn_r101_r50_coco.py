@@ -3,22 +3,16 @@
 # 35.4 mask AP without distillation), with its ImageNet-pretrained backbone, optimizer
 # and schedule unchanged. The augmenter warps each instance's mask with its image and
 # makes the warped mask's tight box the instance's box.
-_base_ = [
-    'mmdet::mask_rcnn/mask-rcnn_r50_fpn_2x_coco.py',
-    './_base_/tst_runtime.py',
-]
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_2x_coco.py', './_base_/tst_runtime.py']
 
 model = dict(
-    _delete_=True,
-    type='TSTDistiller',
-    student={{_base_.model}},
+    _base_.tst_model, student=_base_.model,
     teacher='mmdet::mask_rcnn/mask-rcnn_r101_fpn_2x_coco.py',
     # mmdet model zoo, mask-rcnn_r101_fpn_2x_coco: 40.8 box AP, 36.6 mask AP on COCO
     # val2017.
     teacher_ckpt='https://download.openmmlab.com/mmdetection/v2.0/mask_rcnn/'
     'mask_rcnn_r101_fpn_2x_coco/'
     'mask_rcnn_r101_fpn_2x_coco_bbox_mAP-0.408__segm_mAP-0.366_20200505_071027-14b391c7.pth',
-    augmenter={{_base_.tst_augmenter}},
     # RoI-level distillation on the student's own RoIs: its sampled RoIs are the
     # teacher's proposals (box head), its positive RoIs the teacher's mask RoIs (mask
     # head), so both heads' outputs line up row for row.
@@ -45,16 +39,10 @@ model = dict(
         loss_mimic_fpn=dict(type='FeatureMimic', student='neck', teacher='neck',
                             reduction='mean', level_reduction='sum', loss_weight=1.0)))
 
-# Two views per image, [x_aug ; x], on mmdet's 2 images per GPU: 4 images per GPU
-# through the student, the lr (0.02 for 8 GPUs x 2) and schedule of mmdet's 2x config.
-# See retinanet_r101_r50_coco.py for the trade-off and the batch_size=1 alternative.
-train_dataloader = dict(batch_size=2)
-
-train_cfg = {{_base_.tst_train_cfg}}
-optim_wrapper = dict(
-    _delete_=True,
-    constructor='TSTOptimWrapperConstructor',
-    student={{_base_.optim_wrapper}},
-    augmenter={{_base_.tst_augmenter_optim_wrapper}})
-param_scheduler = dict(
-    _delete_=True, student={{_base_.param_scheduler}}, augmenter=[])
+# Two views per image, [x_aug ; x], on mmdet's 2 images per GPU (its train_dataloader,
+# unchanged): 4 images per GPU through the student, the lr (0.02 for 8 GPUs x 2) and
+# schedule of mmdet's 2x config. See retinanet_r101_r50_coco.py for the trade-off and
+# the batch_size=1 alternative.
+train_cfg = _base_.tst_train_cfg
+optim_wrapper = dict(_base_.tst_optim_wrapper, student=_base_.optim_wrapper)
+param_scheduler = dict(_base_.tst_param_scheduler, student=_base_.param_scheduler)

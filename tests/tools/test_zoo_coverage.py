@@ -238,3 +238,18 @@ def test_an_unfinished_walk_says_so():
     assert 'Incomplete' not in '\n'.join(zoo_coverage.summary(results))
     text = '\n'.join(zoo_coverage.summary(results, not_run=5))
     assert '**Incomplete**: 5 more families have no result yet' in text
+
+
+def test_a_rewrite_keeps_the_hand_written_notes(tmp_path):
+    path = str(tmp_path / 'zoo.md')
+    results = [dict(id='mmdet/a', config='a/a.py', category='ok', builds='yes',
+                    augment='ok', student='ok', reason='')]
+    zoo_coverage.write_markdown(path, results, (128, 128))
+    assert '#notes' not in (tmp_path / 'zoo.md').read_text()
+    with open(path, 'a', encoding='utf-8') as f:
+        f.write(f'\n{zoo_coverage.NOTES_HEADING}\n\nwhy a family fails\n')
+    zoo_coverage.write_markdown(path, results, (128, 128))
+    text = (tmp_path / 'zoo.md').read_text()
+    assert '[notes](#notes) after it are hand-written' in text
+    assert text.endswith('| mmdet/a | a/a.py | yes | ok | ok |  |\n\n## Notes\n\n'
+                         'why a family fails\n')

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .inverse_losses import _class_key, _key, _negate, inverse_softmax_logits
+from .inverse_primitives import class_key, inverse_softmax_logits, module_key, negate
 
 
 def _inverse_cross_entropy(input: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor:
@@ -82,7 +82,7 @@ class _Functional:
 def _negated(function: Callable) -> Callable:
     """``function`` with its loss (a tensor, or a dict / sequence of them) negated."""
     def negated(*args: Any, **kwargs: Any) -> Any:
-        return _negate(function(*args, **kwargs))
+        return negate(function(*args, **kwargs))
 
     negated.__name__ = f'negated_{function.__name__}'
     return negated
@@ -211,7 +211,7 @@ INLINE_INVERSES: Dict[str, Callable[[nn.Module, str], Dict[str, Callable]]] = {
 
 def inline_loss_heads(model: nn.Module) -> List[nn.Module]:
     """The submodules of ``model`` whose inline losses :data:`INLINE_INVERSES` inverts."""
-    return [m for m in model.modules() if _key(m) in INLINE_INVERSES]
+    return [m for m in model.modules() if module_key(m) in INLINE_INVERSES]
 
 
 def check_no_unlisted_subclass(model: nn.Module) -> None:
@@ -219,9 +219,9 @@ def check_no_unlisted_subclass(model: nn.Module) -> None:
     :data:`INLINE_INVERSES` without being listed itself: the methods it overrides may
     compute other losses, which would stay uninverted."""
     for module in model.modules():
-        if _key(module) in INLINE_INVERSES:
+        if module_key(module) in INLINE_INVERSES:
             continue
-        listed = [cls for cls in type(module).__mro__[1:] if _class_key(cls) in INLINE_INVERSES]
+        listed = [cls for cls in type(module).__mro__[1:] if class_key(cls) in INLINE_INVERSES]
         if listed:
             raise NotImplementedError(
                 f'{type(module).__name__} derives from {listed[0].__name__}, whose losses '
@@ -247,7 +247,7 @@ def inline_losses_inverted(model: nn.Module, reduction: str = 'mean') -> Iterato
     """
     # Every method is built before any is bound, so an error leaves the model as it was.
     bound = [(head, method, inverse) for head in inline_loss_heads(model)
-             for method, inverse in INLINE_INVERSES[_key(head)](head, reduction).items()]
+             for method, inverse in INLINE_INVERSES[module_key(head)](head, reduction).items()]
     for head, method, _ in bound:
         if method in vars(head):
             raise ValueError(f"{type(head).__name__}'s inline losses are already "

@@ -52,7 +52,6 @@ the teacher term give:
 
 """
 import inspect
-import math
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
@@ -60,39 +59,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-
-def inverse_softmax_logits(logits: Tensor, label: Tensor) -> Tensor:
-    """Logits ``z`` with ``cross_entropy(z, label) == -log(1 - softmax(logits)_label)``.
-
-    With ``x = logits``, ``y = label`` and ``C`` classes, ``z_y = logsumexp_{c != y} x_c``
-    and ``z_c = x_y - log(C - 1)`` for ``c != y``. Then ``logsumexp_c z_c =
-    logsumexp_c x_c`` and ``CE(z, y) = logsumexp_c x_c - logsumexp_{c != y} x_c =
-    -log(1 - p_y)``, computed from log-sum-exps only, so it stays finite when ``p_y``
-    rounds to 1. Feeding ``z`` to the original loss module keeps its weighting and
-    reduction. Entries whose label is not a class (``ignore_index``) get arbitrary
-    logits; the original loss ignores them.
-
-    Args:
-        logits (Tensor): (N, C, ...) scores, classes on dim 1.
-        label (Tensor): (N, ...) integer class indices.
-
-    Returns:
-        Tensor: The transformed logits, shape of ``logits``.
-    """
-    if label.dim() != logits.dim() - 1 or label.is_floating_point():
-        raise ValueError('the inverse softmax cross-entropy needs integer class labels of '
-                         f'shape (N, ...) for logits (N, C, ...); got logits '
-                         f'{tuple(logits.shape)} and labels {tuple(label.shape)} of '
-                         f'{label.dtype} (soft or one-hot targets are not supported)')
-    num_classes = logits.size(1)
-    if num_classes < 2:
-        raise ValueError(f'softmax over {num_classes} class(es) has no inverse: '
-                         f'1 - p_y is always 0 (logits shape {tuple(logits.shape)})')
-    safe = label.long().clamp(0, num_classes - 1).unsqueeze(1)
-    is_label = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, safe, True)
-    lse_others = logits.masked_fill(is_label, float('-inf')).logsumexp(1, keepdim=True)
-    x_label = logits.gather(1, safe)
-    return torch.where(is_label, lse_others, x_label - math.log(num_classes - 1))
+from .inline_inverses import (check_no_unlisted_subclass, inline_loss_heads,
+                              inline_losses_inverted)
+from .inverse_primitives import inverse_softmax_logits, module_key, negate
 
 
 def _bind(loss: nn.Module, pred: Tensor, args: tuple,
@@ -134,7 +103,7 @@ def _flip_probability(loss: nn.Module, pred: Tensor, args: tuple,
     # sigmoid(-x) = 1 - sigmoid(x); FocalLoss / QualityFocalLoss(activated=True) and
     # DiceLoss(activate=False) take probabilities.
     probabilities = getattr(loss, 'activated', False) or \
-        getattr(loss, 'activate', True) is False or _key(loss) in _ON_PROBABILITIES
+        getattr(loss, 'activate', True) is False or module_key(loss) in _ON_PROBABILITIES
     return (1 - pred if probabilities else -pred), args, kwargs
 
 
@@ -354,7 +323,7 @@ def _state_kept(loss: nn.Module) -> Iterator[None]:
     """Puts back the buffers the loss's forward updates (GHM's ``acc_sum``, Seesaw's
     ``cum_samples``): they follow the task's batches, not the augmenter's."""
     saved = [(buf, buf.detach().clone()) for buf in loss.buffers()]
-    batch_only = _key(loss) in _BATCH_STATISTICS
+    batch_only = module_key(loss) in _BATCH_STATISTICS
     if batch_only:
         momentum, loss.momentum = loss.momentum, 0
     try:
@@ -370,15 +339,6 @@ def _state_kept(loss: nn.Module) -> Iterator[None]:
                     buf.copy_(value)
 
 
-def _key(module: nn.Module) -> str:
-    return _class_key(type(module))
-
-
-def _class_key(cls: type) -> str:
-    """'package.ClassName', the key of the tables here and in inline_inverses."""
-    return f'{cls.__module__.split(".")[0]}.{cls.__name__}'
-
-
 def inversion_of(loss: nn.Module) -> str:
     """Names how ``loss`` is inverted: 'flip_probability', 'inverse_softmax', 'negate',
     or one of the loss-specific forms ('flip_probability_binary_target',
@@ -391,7 +351,7 @@ def inversion_of(loss: nn.Module) -> str:
         str: The inversion's name.
     """
     cls = type(loss)
-    key = _key(loss)
+    key = module_key(loss)
     if key not in INVERSIONS:
         raise NotImplementedError(
             f'no inverse is defined for the task loss {key} ({cls.__module__}.'
@@ -427,7 +387,7 @@ class InvertedTaskLoss(nn.Module):
                              f'{tuple(INVERSE_REDUCTIONS)}, got {reduction!r}')
         self.inversion = inversion_of(loss)
         self.reduction = reduction
-        self._reduce = INVERSE_REDUCTIONS[reduction].get(_key(loss))
+        self._reduce = INVERSE_REDUCTIONS[reduction].get(module_key(loss))
         self.original = loss
         params = list(inspect.signature(loss.forward).parameters.values())
         # Heads pass the prediction positionally, but a keyword call must work too.
@@ -448,7 +408,7 @@ class InvertedTaskLoss(nn.Module):
 
     def _inverse(self, args: tuple, kwargs: dict) -> Any:
         if self.inversion == 'negate':
-            return _negate(self.original(*args, **kwargs))
+            return negate(self.original(*args, **kwargs))
         if args:
             pred, args = args[0], args[1:]
         elif self._pred_name in kwargs:
@@ -477,22 +437,12 @@ class InvertedTaskLoss(nn.Module):
         return f'inversion={self.inversion!r}, reduction={self.reduction!r}'
 
 
-def _negate(output: Any) -> Any:
-    if isinstance(output, Tensor):
-        return -output
-    if isinstance(output, dict):
-        return {k: _negate(v) for k, v in output.items()}
-    if isinstance(output, (tuple, list)):
-        return type(output)(_negate(v) for v in output)
-    raise TypeError(f'cannot negate a loss output of type {type(output).__name__}')
-
-
 def _is_task_loss(attr: str, child: nn.Module) -> bool:
     if attr.startswith('loss_'):
         return True
     if not (attr == 'criterion' or 'loss' in attr):
         return False
-    if _key(child) in INVERSIONS:
+    if module_key(child) in INVERSIONS:
         return True
     # A holder of loss_* modules (DDQ's aux_loss_for_dense) is searched, not inverted.
     holder = any(name.startswith('loss_') for name, _ in child.named_children())
@@ -529,7 +479,7 @@ def find_task_losses(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]
             continue
         for attr, child in parent.named_children():
             if not _is_task_loss(attr, child) or \
-                    attr in NOT_TASK_LOSSES.get(_key(parent), ()):
+                    attr in NOT_TASK_LOSSES.get(module_key(parent), ()):
                 continue
             path = f'{name}.{attr}' if name else attr
             loss_paths.append(path)
@@ -549,8 +499,6 @@ def check_invertible(model: nn.Module) -> None:
     from inverting ``model``'s task losses: no ``loss_*`` submodules and no head whose
     inline losses :mod:`.inline_inverses` inverts, a subclass of such a head, or a loss
     without an inverse."""
-    # inline_inverses builds on this module
-    from .inline_inverses import check_no_unlisted_subclass, inline_loss_heads
     check_no_unlisted_subclass(model)
     task_losses = find_task_losses(model)
     if not task_losses and not inline_loss_heads(model):
@@ -587,7 +535,6 @@ def inverted_task_losses(model: nn.Module, reduction: str = 'mean') -> Iterator[
     Yields:
         nn.Module: ``model`` itself.
     """
-    from .inline_inverses import inline_loss_heads, inline_losses_inverted
     found = find_task_losses(model)
     if not found and not inline_loss_heads(model):
         raise ValueError(f'found no task-loss submodules (named loss_*) in a '

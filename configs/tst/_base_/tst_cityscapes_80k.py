@@ -1,10 +1,10 @@
 # TST settings shared by the shipped Cityscapes configs (mmseg, 80k iterations), used as
 # a second `_base_` next to an mmseg config. The generic settings (tst_mm import, the
-# DDP wrapper, TSTPolicyHook, the augmenter and its optimizer) come from tst_runtime.py;
-# this file replaces its epoch-based COCO schedule with mmseg's iteration-based one and
-# adds the segmentation distillation losses. As there, the settings that replace
-# mmseg's are `tst_*` variables that each config assigns itself.
-_base_ = './tst_runtime.py'
+# DDP wrapper, TSTPolicyHook, the augmenter and its optimizer) come from tst_runtime.py
+# and the distillation losses from ../../_base_/tst_seg_losses.py; this file replaces
+# tst_runtime's epoch-based COCO schedule with mmseg's iteration-based one. As there, the
+# settings that replace mmseg's are `tst_*` variables that each config assigns itself.
+_base_ = ['./tst_runtime.py', '../../_base_/tst_seg_losses.py']
 
 # When the augmenter trains. The reference trains it for one pass over the training set
 # before its "epochs" 0, 6 and 12. Its 80k schedule runs on mmcv's IterBasedRunner, whose
@@ -25,26 +25,9 @@ tst_train_cfg = dict(
     type='TSTIterBasedTrainLoop', max_iters=80000, val_interval=8000,
     augment_iters=[0, 6 * 372, 12 * 372], augment_steps=372)
 
-# The reference's student losses besides the task loss: softmax KL (tau 1) between the
-# class logits of the decode heads (weight 1.5) and of the auxiliary FCN heads (0.5).
-# Teacher logits of another resolution are resized to the student's.
-# Strength: reduction='pixelmean' is the per-pixel KL averaged over pixels, the usual
-# pixel-wise distillation loss. The reference used mmrazor's default 'batchmean' (the
-# per-pixel KL summed over the 64 x 128 logits of a 512 x 1024 crop: 8192 times
-# stronger, next to a cross-entropy averaged over 512 x 1024 pixels). That choice was
-# not measured here (no Cityscapes on our machines); set reduction='batchmean' to
-# reproduce it.
-tst_seg_distill_losses = dict(
-    loss_kd_decode=dict(type='KLDivergence', student='decode_head.conv_seg',
-                        teacher='decode_head.conv_seg', tau=1.0, reduction='pixelmean',
-                        loss_weight=1.5),
-    loss_kd_aux=dict(type='KLDivergence', student='auxiliary_head.conv_seg',
-                     teacher='auxiliary_head.conv_seg', tau=1.0, reduction='pixelmean',
-                     loss_weight=0.5))
-
 # The alternative: channel-wise distillation of the decode-head logits (Shu et al.,
 # ICCV 2021) with mmrazor's Cityscapes setting (tau 1, weight 3). Use it with
-# `distill_losses={{_base_.tst_seg_cwd_losses}}`.
+# `distill_losses=_base_.tst_seg_cwd_losses`.
 tst_seg_cwd_losses = dict(
     loss_cwd_decode=dict(type='ChannelWiseDivergence', student='decode_head.conv_seg',
                          teacher='decode_head.conv_seg', tau=1.0, loss_weight=3.0))
