@@ -249,7 +249,7 @@ def bench_imitation(aug, imitation, shape, device, seeds, repeats, sync):
     draws), forward + backward and no-grad forward, with 10 boxes per image."""
     n, _, h, w = shape
     img = (torch.rand(shape, device=device) * 255).round()
-    samples = det_samples(n, h, w)
+    samples = [s.to(device) for s in det_samples(n, h, w)]  # on the images' device
     params = [*aug.parameters(), *imitation.parameters()]
     weight = torch.randn(shape, device=device)
     methods = {(name, backward): (lambda s, a=a: run_fused(a, img, samples, s), backward)

@@ -117,13 +117,12 @@ class ImitatorNet(nn.Module):
         dtype = self.skip.weight.dtype  # the net's: fp32 weights on fp64 images work
         x = (img * (2 / PIXEL_MAX) - 1).to(dtype)
         v = (value / self.scale).to(dtype).view(n, 1)
-        valid = ctx.valid.to(dtype)
         if self.cfg['per_channel']:  # channels become samples of a 1-channel network
             x = x.reshape(n * c, 1, h, w)
             v = v.repeat_interleave(c, 0)
-            valid = valid.repeat_interleave(c, 0)
         slope, inputs = self.cfg['slope'], x
-        if self.cfg['context']:
+        if self.cfg['context']:  # statistics over the real image only
+            valid = ctx.valid.to(dtype).repeat_interleave(len(x) // n, 0)
             count = valid.sum((2, 3), keepdim=True).clamp(min=1)
             mean = (x * valid).sum((2, 3), keepdim=True) / count
             var = ((x - mean).square() * valid).sum((2, 3), keepdim=True) / count
