@@ -21,6 +21,8 @@ setup(
     long_description=readme(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['tst_mm', 'tst_mm.*']),
+    # the imitator nets of TSTImitationAugmenter (tools/train_imitators.py)
+    package_data={'tst_mm.augment': ['imitators.pth']},
     python_requires='>=3.8',
     install_requires=[
         # The OpenMMLab 2.0 stack that works together with mmcv 2.1.x (mmdet and mmseg

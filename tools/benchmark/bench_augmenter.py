@@ -1,7 +1,8 @@
 """Benchmark TSTAugmenter's forward + backward against two unfused baselines.
 
     python tools/benchmark/bench_augmenter.py [--device cpu] [--seeds 4] [--repeats 2]
-        [--retinanet] [--scaling] [--masks] [--threads N] [--clock wall|cpu]
+        [--retinanet] [--scaling] [--masks] [--imitation] [--threads N]
+        [--clock wall|cpu]
 
 For each batch shape and each seed, every method applies the SAME policy draw (the
 augmenter's own ``sample`` under that seed), then backpropagates ``(out * w).sum()``
@@ -22,6 +23,9 @@ RetinaNet-R50 (``init_cfg=None``, random weights) forward + backward at the same
 the student cost the augmenter should stay well below; ``--scaling`` adds other image
 sizes and batch sizes. ``--masks`` times the augmenter with 10 and 50 instances per image
 at COCO size: boxes only, and boxes with their ``BitmapMasks`` or ``PolygonMasks``.
+``--imitation`` times ``TSTImitationAugmenter`` (pixel ops through the frozen imitator
+networks) against ``TSTAugmenter`` on the same draws, forward + backward and no-grad
+forward, with 10 boxes per image.
 """
 import argparse
 import statistics
@@ -30,7 +34,7 @@ import time
 import kornia
 import torch
 
-from tst_mm.augment import OPS, TSTAugmenter
+from tst_mm.augment import OPS, TSTAugmenter, TSTImitationAugmenter
 from tst_mm.augment.augmenter import _selector, _take_rows
 from tst_mm.augment.geometry import sampling_theta, warp_images
 from tst_mm.augment.ops import PIXEL_MAX, OpContext, cutout
@@ -245,6 +249,26 @@ def bench_shape(aug, shape, device, seeds, repeats, sync):
     return {k: statistics.mean(v) for k, v in times.items()}
 
 
+def bench_imitation(aug, imitation, shape, device, seeds, repeats, sync):
+    """Seconds per call of the exact and the imitation augmenter (same policy, same
+    draws), forward + backward and no-grad forward, with 10 boxes per image."""
+    n, _, h, w = shape
+    img = (torch.rand(shape, device=device) * 255).round()
+    samples = [s.to(device) for s in det_samples(n, h, w)]  # on the images' device
+    params = [*aug.parameters(), *imitation.parameters()]
+    weight = torch.randn(shape, device=device)
+    methods = {(name, backward): (lambda s, a=a: run_fused(a, img, samples, s), backward)
+               for name, a in (('exact', aug), ('imitation', imitation))
+               for backward in (True, False)}
+    for fn, backward in methods.values():  # warm-up
+        timed(lambda: fn(0), params, sync, backward, 1, weight)
+    times = {k: [] for k in methods}
+    for s in range(1, seeds + 1):  # interleaved: each draw sees the same load
+        for k, (fn, backward) in methods.items():
+            times[k].append(timed(lambda: fn(s), params, sync, backward, repeats, weight))
+    return {k: statistics.mean(v) for k, v in times.items()}
+
+
 def bench_retinanet(shape, device, sync, iters=2):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -280,6 +304,8 @@ def main():
     parser.add_argument('--scaling', action='store_true', help='also other sizes / batches')
     parser.add_argument('--masks', action='store_true',
                         help='only the instance-mask table (10 and 50 per image, COCO size)')
+    parser.add_argument('--imitation', action='store_true',
+                        help='only the table of TSTImitationAugmenter against TSTAugmenter')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s)')
     parser.add_argument('--clock', choices=list(CLOCKS), default='wall',
                         help='cpu: process CPU time, robust on a shared machine with 1 thread')
@@ -306,6 +332,21 @@ def main():
                   f"{t['polygon'] / t[None]:.2f}x |", flush=True)
         return
     shapes = [(2, 3, 800, 1333), (2, 3, 512, 1024)]
+    if args.imitation:
+        imitation = TSTImitationAugmenter().to(device)  # same policy, same draws
+        print('| batch | exact f+b | imitation f+b | ratio | exact no-grad fwd | '
+              'imitation no-grad fwd | ratio |')
+        print('|---' * 7 + '|')
+        # + the study's batches (tools/study/study.py): detection, segmentation
+        for shape in shapes + [(8, 3, 256, 256), (8, 3, 64, 128)]:
+            t = bench_imitation(aug, imitation, shape, device, args.seeds, args.repeats,
+                                sync)
+            f, g = (t['exact', True], t['imitation', True]), (t['exact', False],
+                                                              t['imitation', False])
+            print(f"| {'x'.join(map(str, shape))} | {f[0]:.3f} | {f[1]:.3f} | "
+                  f"{f[1] / f[0]:.1f}x | {g[0]:.3f} | {g[1]:.3f} | {g[1] / g[0]:.1f}x |",
+                  flush=True)
+        return
     if args.scaling:
         shapes += [(2, 3, 256, 512), (2, 3, 1024, 2048), (1, 3, 512, 1024),
                    (4, 3, 512, 1024), (8, 3, 512, 1024)]

@@ -141,21 +141,28 @@ class TSTAugmenter(TSTPolicy):
             rows = _rows(draw.selected[:, j])
             if rows is None:
                 continue
-            spec, sel = OPS[self.op_names[j]], _selector(rows, x.device)
+            sel = _selector(rows, x.device)
             sub = ctx._replace(valid=ctx.valid[sel], hw=ctx.hw[sel], noise=ctx.noise[sel])
-            weight, value = draw.weights[sel, j], draw.values[sel, j]
-            if spec.linear:
-                with torch.no_grad():
-                    changes.append(spec.fn(x[sel], torch.ones_like(value), sub))
-                coefs.append(weight * value)
-            else:
-                changes.append(spec.fn(x[sel], value, sub))
-                coefs.append(weight)
+            change, coef = self._pixel_change(self.op_names[j], x[sel],
+                                              draw.weights[sel, j], draw.values[sel, j],
+                                              sub)
+            changes.append(change)
+            coefs.append(coef)
             sels.append(sel)
         if not changes:
             return x
         return _ResidualSum.apply(x, sels, ctx.valid if ctx.padded else None, *coefs,
                                   *changes)
+
+    def _pixel_change(self, name: str, img: Tensor, weight: Tensor, value: Tensor,
+                      ctx: OpContext) -> Tuple[Tensor, Tensor]:
+        """Op ``name``'s change on ``img`` and its coefficient in the residual sum."""
+        spec = OPS[name]
+        if spec.linear:
+            with torch.no_grad():
+                change = spec.fn(img, torch.ones_like(value), ctx)
+            return change, weight * value
+        return spec.fn(img, value, ctx), weight
 
     def _warp_samples(self, samples: Optional[list], rows_list: List[int],
                       size: Tuple[int, int], matrix: Tensor, theta: Tensor, move: Tensor,
