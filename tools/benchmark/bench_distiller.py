@@ -1,15 +1,18 @@
 """Benchmark the TSTDistiller's phases against student-alone and plain-KD training.
 
     python tools/benchmark/bench_distiller.py [--device cpu] [--height 512] [--width 512]
-        [--batch 2] [--warmup 1] [--iters 5] [--no-memory] [--no-breakdown] [--profile]
+        [--batch 2] [--warmup 1] [--iters 5] [--amp] [--no-memory] [--no-breakdown]
+        [--profile] [--json FILE]
 
 Models: mmdet's RetinaNet-R50 student (``retinanet_r50_fpn_2x_coco``) and RetinaNet-R101
 teacher (``retinanet_r101_fpn_2x_coco``), 80 classes, random weights (``init_cfg=None`` on
 the backbones: nothing is downloaded), wrapped in a ``TSTDistiller`` with the COCO distill
 losses (``BinaryKLDivergence`` on ``bbox_head.retina_cls``, ``FeatureMimic`` on ``neck``)
 and the ``TSTOptimWrapperConstructor`` optim wrappers (student: mmdet's SGD; augmenter: SGD
-lr 0.01, momentum 0.9, clip 20). Input: ``--batch`` (N) synthetic images of
-``--height`` x ``--width`` with 5 random boxes each, the same images for every mode.
+lr 0.01, momentum 0.9, clip 20); ``--amp`` makes both ``AmpOptimWrapper`` (as
+``tools/train.py --amp`` does; CUDA only: mmengine's AMP wrapper refuses the CPU).
+Input: ``--batch`` (N) synthetic images of ``--height`` x ``--width`` with 5 random boxes
+each, the same images for every mode.
 
 Modes, each one full optimisation step (forward, backward, optimizer step):
 
@@ -39,6 +42,12 @@ process's peak (both are printed; without the reset the number is ``ru_maxrss``)
 CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step
 (after warm-up, so the optimizer state is already there), per mode, after
 ``reset_peak_memory_stats``.
+
+Learning rate: the student steps at lr 0 by default (``--student-lr``). A step costs
+the same whatever the rate (SGD still computes its momentum and weight decay), and every
+round then times the same weights: repeated full-rate steps on one random batch, from
+random weights, without the config's warm-up, are a divergence test rather than a
+benchmark. ``--trace N`` prints what the steps do at a given rate.
 
 On a shared CPU, ``--threads 1`` gives far steadier numbers than two OpenMP threads
 competing with other processes for two cores.
@@ -89,6 +98,21 @@ def parse_args(argv=None):
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--no-breakdown', action='store_true')
     parser.add_argument('--profile', action='store_true')
+    parser.add_argument('--amp', action='store_true',
+                        help='AmpOptimWrapper for both phases (fp16 autocast, dynamic '
+                        'loss scale), as tools/train.py --amp')
+    parser.add_argument('--json', help='also write the medians and ratios to this file')
+    parser.add_argument('--student-lr', type=float, default=0.0,
+                        help="the student's learning rate (default 0: every round times "
+                        'the same weights; see "Learning rate" above)')
+    parser.add_argument('--trace', type=int, metavar='ROUNDS',
+                        help='instead of timing: ROUNDS rounds of the modes at '
+                        '--student-lr, printing each step\'s loss terms, gradient norm, '
+                        "logit range and largest |weight| (why a benchmark's steps "
+                        'diverge)')
+    parser.add_argument('--no-tf32', action='store_true',
+                        help='CUDA: turn off TF32 matmuls and convolutions (on by default '
+                        'for cuDNN convolutions)')
     parser.add_argument('--mem-mode', choices=MODES, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -125,11 +149,21 @@ def build(args):
         distiller = MODELS.build(cfg)
         distiller.init_weights()  # heads' own init (normal, prior bias); no network
         distiller.to(args.device).train()
-        optim = TSTOptimWrapperConstructor(dict(
-            student=copy.deepcopy(get_config(STUDENT_CFG).optim_wrapper),
+        student_wrapper = copy.deepcopy(get_config(STUDENT_CFG).optim_wrapper)
+        student_wrapper.optimizer.lr = args.student_lr
+        wrappers = dict(
+            student=student_wrapper,
             augmenter=dict(type='OptimWrapper',
                            optimizer=dict(type='SGD', lr=0.01, momentum=0.9),
-                           clip_grad=dict(max_norm=20))))(distiller)
+                           clip_grad=dict(max_norm=20)))
+        if args.amp:
+            from mmengine.config import Config
+
+            from tst_mm.utils.amp import enable_amp
+            cfg = Config(dict(optim_wrapper=wrappers))
+            enable_amp(cfg)
+            wrappers = cfg.optim_wrapper.to_dict()
+        optim = TSTOptimWrapperConstructor(wrappers)(distiller)
     return distiller, optim
 
 
@@ -195,6 +229,49 @@ def check_finite(mode, log_vars, bad):
     loss = log_vars.get('loss', log_vars.get('augment.loss'))
     if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
         bad[mode] = bad.get(mode, 0) + 1
+
+
+# ------------------------------------------------------------------------ trace ---
+def trace(args, distiller, optim, images, samples):
+    """``args.trace`` rounds of the timed modes, as :func:`time_modes` runs them, at
+    ``--student-lr``: each step's loss terms, the student's gradient norm before its
+    update (or 'skipped'), the range of its classification logits, and its largest
+    |weight| after the step."""
+    student = optim['student']
+    params = [p for group in student.param_groups for p in group['params']]
+    seen = {}
+    plain_step = student.step
+
+    def step_and_measure(**kwargs):
+        grads = [p.grad for p in params if p.grad is not None]
+        seen['grad_norm'] = float(torch.nn.utils.get_total_norm(grads))
+        plain_step(**kwargs)
+
+    def logit_range(module, inputs, output):
+        lo, hi = seen.get('logits', (float('inf'), float('-inf')))
+        seen['logits'] = (min(lo, float(output.min())), max(hi, float(output.max())))
+
+    student.step = step_and_measure
+    hook = distiller.student.bbox_head.retina_cls.register_forward_hook(logit_range)
+    try:
+        for r in range(args.trace):
+            order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
+            for mode in order:
+                seen.clear()
+                torch.manual_seed(args.seed + 1000 + r)
+                log_vars = step(mode, distiller, optim, images, samples)
+                largest = max(float(p.detach().abs().max()) for p in params)
+                terms = ', '.join(f'{k} {float(torch.as_tensor(v).detach()):.4g}'
+                                  for k, v in log_vars.items()
+                                  if 'grad_norm' not in k)
+                lo, hi = seen.get('logits', (float('nan'), float('nan')))
+                update = (f'grad norm {seen["grad_norm"]:.4g}' if 'grad_norm' in seen
+                          else 'no student update')
+                print(f'trace round {r} {mode}: {terms}; student {update}, logits '
+                      f'{lo:.3g}..{hi:.3g}, largest |weight| {largest:.4g}', flush=True)
+    finally:
+        student.step = plain_step
+        hook.remove()
 
 
 # ----------------------------------------------------------------------- timing ---
@@ -404,6 +481,14 @@ def main():
         mem_child(args)
         return
     cuda = torch.device(args.device).type == 'cuda'
+    if cuda and args.no_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    if args.trace:
+        distiller, optim = build(args)
+        images, samples = make_images(args)
+        trace(args, distiller, optim, images, samples)
+        return
     print(f'torch {torch.__version__}, device {args.device}'
           + (f' ({torch.cuda.get_device_name()})' if cuda else
              f', {torch.get_num_threads()} threads, {os.cpu_count()} CPUs')
@@ -480,6 +565,16 @@ def main():
               f'(the task loss train_step discards: '
               f'{teacher_modes["loss"] - teacher_modes["tensor"]:.3f}s)')
     print(f'load average at the end: {os.getloadavg()}')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(
+                device=args.device, amp=args.amp, batch=args.batch, height=args.height,
+                width=args.width, torch=torch.__version__, seconds=times,
+                median=med, memory_mib=mem, nonfinite_steps=bad,
+                ratios={f'{a}/{b}': ratios(a, b)[:4] for a, b in
+                        (('tst', 'kd'), ('tst', 'student'), ('kd', 'student'),
+                         ('augment', 'student'))},
+                breakdown=parts, teacher_modes=teacher_modes), f, indent=1)
 
 
 if __name__ == '__main__':
