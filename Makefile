@@ -5,6 +5,11 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.tst_mm-installed
 PYTEST_ARGS ?=
+# Two test processes of one torch thread each: most tests are small models and tools
+# run in subprocesses, which one thread serves as well as two, so two at a time use
+# both cores (measured in docs/benchmarks.md, "The test suite"). Override either, e.g.
+# `make test PYTEST_WORKERS=0` for one process, `OMP_NUM_THREADS=2 make test`.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo test zoo-coverage clean-demo
 
@@ -17,8 +22,10 @@ $(STAMP): setup.py tools/install.sh
 demo: install
 	$(PYTHON) tools/demo.py
 
+test: export OMP_NUM_THREADS ?= 1
 test: install
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests -n $(PYTEST_WORKERS) \
+		--dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 zoo-coverage: install
 	$(PYTHON) tools/zoo_coverage.py

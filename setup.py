@@ -43,7 +43,7 @@ setup(
         'scikit-learn>=1.1',  # the `digits` images behind the demo data
     ],
     extras_require={
-        'tests': ['pytest>=7', 'kornia>=0.7'],
+        'tests': ['pytest>=7', 'pytest-xdist>=3.2', 'kornia>=0.7'],
     },
     zip_safe=False,
 )

@@ -15,6 +15,9 @@ from pycocotools import mask as mask_utils
 from tst_mm.datasets import (BACKGROUND_TRAIN_ID, DIGIT_CLASSES, ensure_digits_set,
                              make_cityscapes_digits, make_coco_digits, render_scene)
 
+# The module's fixtures are trained / written once: its tests share one xdist worker.
+pytestmark = pytest.mark.xdist_group('digits_sets')
+
 COCO_KW = dict(num_train=4, num_val=3, image_size=(96, 112), seed=3)
 CS_KW = dict(num_train=4, num_val=2, image_size=(64, 128), seed=5)
 TINY_KW = dict(num_train=3, num_val=1, image_size=(48, 64), seed=7)

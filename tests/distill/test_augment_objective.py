@@ -15,6 +15,9 @@ from tests.conftest import TEST_CONFIGS
 from tst_mm.datasets import make_coco_digits
 from tst_mm.engine import TSTOptimWrapperConstructor
 
+# The module's fixtures are trained / written once: its tests share one xdist worker.
+pytestmark = pytest.mark.xdist_group('augment_objective')
+
 # lr 0: every step measures the objective at the initial policy
 FROZEN_OPTIM = dict(student=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.0)),
                     augmenter=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.0)))

@@ -9,6 +9,9 @@ import pytest
 from tests.conftest import REPO, TEST_CONFIGS, run, train
 from tests.tools.test_train_tools import logged_losses
 
+# The module's fixtures are trained / written once: its tests share one xdist worker.
+pytestmark = pytest.mark.xdist_group('mask_rcnn_e2e')
+
 TST_MASK_RCNN = osp.join(TEST_CONFIGS, 'tst_mask_rcnn_tiny.py')
 STUDENT_CONFIG = osp.join(TEST_CONFIGS, 'mask_rcnn_tiny_digits.py')
 

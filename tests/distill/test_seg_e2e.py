@@ -26,6 +26,9 @@ from tests.conftest import REPO, TEST_CONFIGS, free_port, run, train
 from tests.distill.test_distiller_e2e import assert_phases, read_probe
 from tests.tools.test_train_tools import logged_losses
 
+# The module's fixtures are trained / written once: its tests share one xdist worker.
+pytestmark = pytest.mark.xdist_group('seg_e2e')
+
 PSPNET = osp.join(TEST_CONFIGS, 'pspnet_tiny_cityscapes_digits.py')
 TST = osp.join(TEST_CONFIGS, 'tst_pspnet_tiny.py')
 PROBE = osp.join(TEST_CONFIGS, 'tst_pspnet_tiny_probe.py')

@@ -13,6 +13,9 @@ TOOL = osp.join(REPO, 'tools', 'zoo_coverage.py')
 sys.path.insert(0, osp.join(REPO, 'tools'))
 import zoo_coverage  # noqa: E402
 
+# The module's fixtures are trained / written once: its tests share one xdist worker.
+pytestmark = pytest.mark.xdist_group('zoo_coverage')
+
 FAMILIES = ['retinanet', 'mmseg/segformer', 'soft_teacher']
 
 
