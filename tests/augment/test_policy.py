@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from tst_mm.augment import OPS, TSTPolicy, relaxed_bernoulli
+from tst_mm.augment import OPS, TSTPolicy, relaxed_bernoulli, straight_through_bernoulli
 
 MAGNITUDE_OPS = [n for n, s in OPS.items() if s.magnitude_range is not None]
 
@@ -58,6 +58,41 @@ def test_relaxed_bernoulli_gradient_survives_saturation():
     assert g.item() == 1.0 and logits.grad.item() > 0
 
 
+def test_straight_through_gates_are_bernoulli_with_the_gradient_of_their_mean():
+    """Hard 0/1 gates at frequency p, and d gate / d logit = p (1 - p) for every draw,
+    so the mean gradient over draws is that of E[gate] = p (relaxed gates at tau 0.05
+    reach it through the few draws near the threshold)."""
+    torch.manual_seed(0)
+    logits = torch.tensor([-2.2, 0., 2.2], requires_grad=True)
+    gates = straight_through_bernoulli(logits, torch.rand(4000, 3))
+    assert set(gates.unique().tolist()) == {0.0, 1.0}
+    p = torch.sigmoid(logits.detach())
+    assert torch.allclose(gates.detach().mean(0), p, atol=0.03)
+    gates.sum().backward()
+    torch.testing.assert_close(logits.grad, 4000 * p * (1 - p))
+
+
+@pytest.mark.parametrize('estimator', ['relaxed', 'straight_through'])
+def test_every_draw_gives_the_probabilities_a_gradient_with_straight_through(estimator):
+    """How many draws pass a gradient to their probability: all of them with the
+    straight-through gates, the few near the threshold with relaxed gates at 0.05."""
+    torch.manual_seed(0)
+    policy = TSTPolicy(num_ops=14, gate_estimator=estimator).train()
+    draw = policy.sample(256, torch.device('cpu'))
+    rows = []
+    for i in range(0, 256, 64):  # the gradient each block of 64 draws passes
+        g, = torch.autograd.grad(draw.weights[i:i + 64].sum(), policy.probability_logits,
+                                 retain_graph=True)
+        rows.append(g)
+    rows = torch.stack(rows)
+    assert torch.isfinite(rows).all() and (rows.sum(0) > 0).all()
+    spread = rows.std(0) / rows.mean(0)
+    if estimator == 'straight_through':
+        assert (spread < 0.05).all(), spread  # 0.25 per draw, whatever the draw
+    else:
+        assert (spread > 0.2).any(), spread  # a few large gradients near the threshold
+
+
 def test_sample_selects_k_ops_per_sample_or_per_batch():
     torch.manual_seed(0)
     policy = TSTPolicy(num_ops=4)
@@ -92,6 +127,7 @@ def test_subset_ranges_and_initial_values():
     (dict(op_cfgs=dict(Invert=dict(magnitude=0.3))), 'Invert'),
     (dict(op_cfgs=dict(Rotate=dict(probability=1.0))), '1.0'),
     (dict(op_cfgs=dict(Rotate=dict(range=(5, 1)))), '(5, 1)'),
+    (dict(gate_estimator='gumbel'), 'gumbel'),
     (dict(ops=['Rotate'], num_ops=1, op_cfgs=dict(ShearX=dict(magnitude=0.3))), 'ShearX'),
 ])
 def test_bad_config_names_the_bad_value(kwargs, message):

@@ -2,7 +2,7 @@
 from .augmenter import TSTAugmenter
 from .imitation import TSTImitationAugmenter
 from .ops import OPS, OpSpec
-from .policy import TSTPolicy, relaxed_bernoulli
+from .policy import TSTPolicy, relaxed_bernoulli, straight_through_bernoulli
 
 __all__ = ['OPS', 'OpSpec', 'TSTAugmenter', 'TSTImitationAugmenter', 'TSTPolicy',
-           'relaxed_bernoulli']
+           'relaxed_bernoulli', 'straight_through_bernoulli']

@@ -44,6 +44,10 @@ class TSTAugmenter(TSTPolicy):
             Defaults to True.
         hard_gates (bool): straight-through gates (hard 0/1 forward, relaxed backward).
             Defaults to False; gates are always hard in eval mode.
+        gate_estimator (str): ``'relaxed'`` (the reference's relaxed Bernoulli) or
+            ``'straight_through'`` (hard Bernoulli gates, the gradient of their mean:
+            every draw gives the probabilities a gradient), see :class:`TSTPolicy`.
+            Defaults to 'relaxed'.
         op_cfgs (dict, optional): per-op ``range`` / initial ``magnitude`` /
             ``probability`` overrides, see :class:`TSTPolicy`. Defaults to None.
         seg_ignore_index (int): label written where a warped label map has no source.
@@ -71,9 +75,9 @@ class TSTAugmenter(TSTPolicy):
                  temperature: float = 0.05, per_sample: bool = True,
                  hard_gates: bool = False, op_cfgs: Optional[dict] = None,
                  seg_ignore_index: int = 255, min_box_size: float = 1.0,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None, gate_estimator: str = 'relaxed') -> None:
         super().__init__(ops, num_ops, temperature, per_sample, hard_gates, op_cfgs,
-                         init_cfg)
+                         init_cfg, gate_estimator)
         if min_box_size < 0:
             raise ValueError(f'min_box_size must be >= 0, got {min_box_size!r}')
         self.seg_ignore_index, self.min_box_size = seg_ignore_index, float(min_box_size)

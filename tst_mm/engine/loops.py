@@ -95,12 +95,24 @@ class _AlternationMixin:
         return self._augment_dataloader
 
     def _reset_augmenter_optimizer(self) -> None:
-        """A fresh optimizer state (momentum) and the initial learning rate."""
-        optimizer = self.runner.optim_wrapper['augmenter'].optimizer
+        """A fresh optimizer state (momentum) and the initial learning rate.
+
+        With ``accumulative_counts`` on the augmenter's wrapper (several batches per
+        update: its gradient is the mean of theirs), a phase also starts a fresh
+        accumulation: gradients left over from the last phase's end are dropped, not
+        added to this phase's first update, and the augmenter's updates are not tied
+        to the student's iteration count (mmengine counts both wrappers from it).
+        """
+        wrapper = self.runner.optim_wrapper['augmenter']
+        optimizer = wrapper.optimizer
         optimizer.state.clear()
         for group in optimizer.param_groups:
             if 'initial_lr' in group:
                 group['lr'] = group['initial_lr']
+        wrapper.zero_grad()
+        counts = wrapper._accumulative_counts
+        wrapper._inner_count = -(-wrapper._inner_count // counts) * counts  # round up
+        wrapper._max_counts = -1  # never a forced update at the student's last iteration
 
     def _augment_step(self, data_batch: Sequence[dict], where: str) -> dict:
         # Where the step is, in words, for a non-finite loss's warning and error.
