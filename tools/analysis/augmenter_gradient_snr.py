@@ -2,6 +2,7 @@
 
     python tools/analysis/augmenter_gradient_snr.py CONFIG CHECKPOINT [--teacher-ckpt T]
         [--images 8 32 128] [--estimates 8] [--cfg-options KEY=VALUE ...] [--json OUT]
+    python tools/analysis/augmenter_gradient_snr.py --report OUT   # the table of OUT
 
 Loads a TST config's distiller (the teacher from ``--teacher-ckpt`` or the config's
 ``teacher_ckpt``; the student, and the augmenter if the checkpoint has one, from
@@ -45,7 +46,7 @@ GROUPS = {'magnitude': 'magnitude_logits', 'probability': 'probability_logits'}
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
+    parser.add_argument('config', nargs='?')
     parser.add_argument('checkpoint', nargs='?',
                         help="a run's checkpoint (student, augmenter); none: the "
                         "student's initial weights and the initial policy")
@@ -56,7 +57,31 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
     parser.add_argument('--label', default='', help='a name for this row in the output')
     parser.add_argument('--json', help='append the results (one JSON line) to this file')
-    return parser.parse_args(argv)
+    parser.add_argument('--report', metavar='JSONL',
+                        help='print a markdown table of the results in JSONL and exit')
+    args = parser.parse_args(argv)
+    if not args.report and not args.config:
+        parser.error('CONFIG is required (or --report JSONL)')
+    return args
+
+
+def report(path: str) -> None:
+    """One row per measured state x term x parameter group: the cosine of two estimates
+    (and the SNR of one) at each number of images."""
+    with open(path) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    images = sorted({r['images'] for run in runs for r in run['rows']})
+    print('| state / estimator | term | group | ' +
+          ' | '.join(f'cos (snr) at {n} images' for n in images) + ' |')
+    print('|---' * (3 + len(images)) + '|')
+    for run in runs:
+        cells = {}
+        for r in run['rows']:
+            cells.setdefault((r['term'], r['group']), {})[r['images']] = r
+        for (term, group), by_images in cells.items():
+            values = [f"{by_images[n]['cos']:+.2f} ({by_images[n]['snr']:+.2f})"
+                      if n in by_images else '-' for n in images]
+            print(f"| {run['label']} | {term} | {group} | " + ' | '.join(values) + ' |')
 
 
 def build(args):
@@ -121,6 +146,9 @@ def statistics(estimates: List[torch.Tensor]) -> Dict[str, float]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.report:
+        report(args.report)
+        return
     MMLogger.get_current_instance().setLevel('ERROR')
     model, dataloader, scope, batch_size = build(args)
     names = [n for n, w in model.augment_loss_weights.items() if w]

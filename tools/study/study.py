@@ -80,6 +80,11 @@ DIVERGENCE_OBJECTIVE = ['model.augment_loss_weights.student_inverse=0.0',
 PHASES_EVERY_50 = 'train_cfg.augment_iters=[0,50,100,150,200,250]'
 TEACHER_CONSTRAINT = ['model.teacher_margin=1.0', 'model.augment_loss_weights.teacher=10.0']
 IMITATION = 'model.augmenter.type=TSTImitationAugmenter'
+SIGNAL = ['model.augmenter.gate_estimator=straight_through',
+          'optim_wrapper.augmenter.accumulative_counts=16', 'train_cfg.augment_steps=96',
+          'optim_wrapper.augmenter.optimizer.lr=0.3',
+          'optim_wrapper.augmenter.optimizer.momentum=0.0',
+          'optim_wrapper.augmenter.clip_grad.max_norm=1.0']
 TST_VARIANTS = {
     'tst_lr0.1': ('TST, augmenter lr 0.1 (10x)', 'tst',
                   ['optim_wrapper.augmenter.optimizer.lr=0.1']),
@@ -132,6 +137,20 @@ TST_VARIANTS = {
                                      'term a constraint (loss <= 2x clean)', 'tst',
                                      ['optim_wrapper.augmenter.optimizer.lr=0.1',
                                       *DIVERGENCE_OBJECTIVE, *TEACHER_CONSTRAINT]),
+    # Issue 21, part 2: a usable signal. One step's gradient (8 images) has a cosine
+    # near 0 with another's (tools/analysis/augmenter_gradient_snr.py): straight-through
+    # gates give every draw's probability a gradient, 16 batches (128 images) go into
+    # each update, 4 passes per phase (6 updates), and the update is a step of at most
+    # 0.3 (the gradient clipped to norm 1, no momentum) whatever the objective's scale.
+    'tst_signal': ('TST, straight-through gates, 128 images per update', 'tst', SIGNAL),
+    'tst_signal_divergence': ('TST, straight-through gates, 128 images per update, '
+                              'divergence', 'tst', [*SIGNAL, *DIVERGENCE_OBJECTIVE]),
+    'tst_signal_margin1': ('TST, straight-through gates, 128 images per update, teacher '
+                           'constraint', 'tst', [*SIGNAL, *TEACHER_CONSTRAINT]),
+    'tst_signal_divergence_margin1': ('TST, straight-through gates, 128 images per '
+                                      'update, divergence, teacher constraint', 'tst',
+                                      [*SIGNAL, *DIVERGENCE_OBJECTIVE,
+                                       *TEACHER_CONSTRAINT]),
     # Issue 21, part 4: the paper's own augmentation module (pixel ops through frozen
     # imitator networks), with the shipped objective at the study's rate and at 10x.
     'tst_imitation': ('TST with the imitator augmenter (TSTImitationAugmenter)', 'tst',
