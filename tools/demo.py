@@ -42,9 +42,9 @@ def parse_args():
     parser.add_argument('--data-root', default=osp.join('data', 'study'),
                         help='where the generated sets go (default: data/study)')
     parser.add_argument('--seed', type=int, default=0, help='the seed (default: 0)')
-    parser.add_argument('--num-images', type=int, nargs=3, default=[1000, 500, 500],
+    parser.add_argument('--num-images', type=int, nargs=3, default=[1000, 500, 2000],
                         metavar=('TRAIN', 'DEV', 'HELDOUT'),
-                        help='images per set (default: 1000 500 500)')
+                        help="images per set (default: 1000 500 2000, the study's)")
     parser.add_argument('--max-iters', type=int,
                         help="shorter runs (smoke tests); default: the configs' own")
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
