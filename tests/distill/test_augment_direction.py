@@ -49,7 +49,7 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import Runner
 
 import tst_mm  # noqa: F401
-from tests.conftest import TEST_CONFIGS
+from tests.conftest import TEST_CONFIGS, TEST_SEED
 from tst_mm.datasets import make_cityscapes_digits
 from tst_mm.distill.freeze import frozen
 from tst_mm.engine import TSTOptimWrapperConstructor
@@ -148,7 +148,7 @@ def trained_pair(tmp_path_factory):
     student trained on a quarter of them: a weaker student by design (half the width,
     a quarter of the data: it fits its 12 scenes and generalises worse), and a confident
     one, so that its inverse term matters."""
-    return train_pair(str(tmp_path_factory.mktemp('direction')))
+    return train_pair(str(tmp_path_factory.mktemp('direction')), TEST_SEED)
 
 
 def _phase(trained_pair, **weights) -> dict:
