@@ -2,7 +2,7 @@
 # teacher (tools/study/study.py trains it first and passes its checkpoint), with the
 # shipped Cityscapes configs' distillation (per-pixel KL of the decode-head (1.5) and
 # auxiliary-head (0.5) logits) and augment phases of one pass over the 200 training
-# images (25 batches of 8) before iterations 1, 201 and 401 of 600.
+# images (25 batches of 8) before iterations 1, 401 and 801 of 1200.
 _base_ = ['./pspnet_r18-narrow_cityscapes_digits.py', '../_base_/tst_digits.py',
           '../_base_/tst_seg_losses.py']
 
@@ -13,6 +13,6 @@ model = dict(
     distill_losses=_base_.tst_seg_distill_losses)
 train_cfg = dict(_delete_=True, type='TSTIterBasedTrainLoop',
                  max_iters=_base_.max_iters, val_interval=_base_.max_iters,
-                 augment_iters=[0, 200, 400], augment_steps=25)
+                 augment_iters=[0, 400, 800], augment_steps=25)
 optim_wrapper = dict(_base_.tst_optim_wrapper, student=_base_.optim_wrapper)
 param_scheduler = dict(_base_.tst_param_scheduler, student=_base_.param_scheduler)
