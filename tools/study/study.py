@@ -151,6 +151,11 @@ TST_VARIANTS = {
                                       'update, divergence, teacher constraint', 'tst',
                                       [*SIGNAL, *DIVERGENCE_OBJECTIVE,
                                        *TEACHER_CONSTRAINT]),
+    # The control for the variants above: the frozen random policy drawn through the
+    # straight-through gates (hard Bernoulli, as the relaxed gates at 0.05 nearly are).
+    'kd_random_aug_st': ('KD + frozen random policy, straight-through gates', 'tst',
+                         ['train_cfg.augment_iters=[]',
+                          'model.augmenter.gate_estimator=straight_through']),
     # Issue 21, part 4: the paper's own augmentation module (pixel ops through frozen
     # imitator networks), with the shipped objective at the study's rate and at 10x.
     'tst_imitation': ('TST with the imitator augmenter (TSTImitationAugmenter)', 'tst',
