@@ -69,6 +69,11 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
               '| difference | seeds | per seed | mean ± std |', '| --- | --- | --- | --- |']
     lines += differences(runs, metric, CONTRASTS, 'heldout')
     variants = [(arm, 'kd_random_aug') for arm in TST_VARIANTS if arm in runs]
+    # Arms with straight-through gates are also compared with their own control, the
+    # frozen random policy through the same gates.
+    variants += [(arm, 'kd_random_aug_st') for arm in TST_VARIANTS
+                 if arm.startswith('tst_signal') and arm in runs
+                 and 'kd_random_aug_st' in runs]
     if variants:
         lines += ['', 'The variants, per-seed differences on the dev images:', '',
                   '| difference | seeds | per seed | mean ± std |',
