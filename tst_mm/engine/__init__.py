@@ -1,12 +1,14 @@
-"""Training machinery: alternating loops, optimizer constructor, DDP wrapper, hooks."""
+"""Training machinery: alternating loops, optimizer constructor and the augmenter's
+normalized SGD, DDP wrapper, hooks."""
 from .ddp import TSTDistributedDataParallel
 from .hooks import DistillLossWeightHook, TSTPolicyHook
 from .loops import TSTEpochBasedTrainLoop, TSTIterBasedTrainLoop
+from .normalized_sgd import NormalizedSGD
 from .optim_constructor import TSTOptimWrapperConstructor
 from .rng_state import RNGStateHook
 
 __all__ = [
-    'DistillLossWeightHook', 'RNGStateHook', 'TSTDistributedDataParallel',
+    'DistillLossWeightHook', 'NormalizedSGD', 'RNGStateHook', 'TSTDistributedDataParallel',
     'TSTEpochBasedTrainLoop', 'TSTIterBasedTrainLoop', 'TSTOptimWrapperConstructor',
     'TSTPolicyHook'
 ]
