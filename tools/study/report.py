@@ -79,6 +79,7 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                   '| difference | seeds | per seed | mean ± std |',
                   '| --- | --- | --- | --- |']
         lines += differences(runs, metric, [('tst', 'kd_random_aug'), *variants], 'dev')
+        lines += arm_effect(runs, metric, ['kd_random_aug', 'tst', *TST_VARIANTS], 'dev')
     lines += policy_table(runs, ['tst', *TST_VARIANTS])
     gaps = [abs(r['dev'][metric] - r['heldout'][metric])
             for arm in runs.values() for r in arm.values()]
@@ -135,6 +136,50 @@ def differences(runs: Dict[str, Dict[int, dict]], metric: str, pairs, split: str
                   if len(diffs) > 1 else f'{diffs[0]:+.3f}')
         lines.append(f'| {a} − {b} | {len(seeds)} | {per_seed} | {spread} |')
     return lines
+
+
+def arm_effect(runs: Dict[str, Dict[int, dict]], metric: str, arms: List[str],
+               split: str) -> List[str]:
+    """Does the policy matter more than the seed? A two-way analysis of variance of the
+    arms x seeds table (the seeds most arms ran, the arms that ran all of them): the
+    arms' mean square against the residual's (arm x seed) one, and the std of a paired
+    difference that the residual implies."""
+    from scipy.stats import f as f_distribution
+    arms = [arm for arm in arms if arm in runs]
+    counts = defaultdict(int)
+    for arm in arms:
+        for seed in runs[arm]:
+            counts[seed] += 1
+    ranked = sorted(counts, key=lambda seed: (-counts[seed], seed))
+    # The most residual degrees of freedom among "the k seeds most arms ran".
+    best = (0, None, None)
+    for size in range(2, len(ranked) + 1):
+        seeds = ranked[:size]
+        table = [[runs[arm][s][split][metric] for s in seeds] for arm in arms
+                 if all(s in runs[arm] for s in seeds)]
+        if len(table) >= 3 and (len(table) - 1) * (size - 1) > best[0]:
+            best = ((len(table) - 1) * (size - 1), seeds, table)
+    _, seeds, table = best
+    if table is None:
+        return []
+    n_arms, n_seeds = len(table), len(seeds)
+    grand = statistics.mean(v for row in table for v in row)
+    arm_means = [statistics.mean(row) for row in table]
+    seed_means = [statistics.mean(row[j] for row in table) for j in range(n_seeds)]
+    ms_arm = n_seeds * sum((m - grand)**2 for m in arm_means) / (n_arms - 1)
+    df_residual = (n_arms - 1) * (n_seeds - 1)
+    ms_residual = sum((table[i][j] - arm_means[i] - seed_means[j] + grand)**2
+                      for i in range(n_arms) for j in range(n_seeds)) / df_residual
+    if ms_residual == 0:  # every arm a constant shift of every other: nothing to test
+        return []
+    ratio = ms_arm / ms_residual
+    p = f_distribution.sf(ratio, n_arms - 1, df_residual)
+    paired_std = (2 * ms_residual)**0.5
+    return ['', f'Does the policy matter more than the seed ({split}, {n_arms} arms x '
+            f'seeds {" ".join(map(str, sorted(seeds)))}, two-way analysis of variance): '
+            f'the arms\' mean square is {ratio:.2f}x the residual\'s (F({n_arms - 1}, '
+            f'{df_residual}), p = {p:.2f}); the residual implies a paired-difference std '
+            f'of {paired_std:.3f}, so "2 std ahead" means {2 * paired_std:+.3f}.']
 
 
 def arm_rows(task: str, runs: Dict[str, Dict[int, dict]], arms: List[str]) -> List[str]:
