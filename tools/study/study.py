@@ -173,6 +173,10 @@ TST_VARIANTS = {
                       [IMITATION]),
     'tst_lr0.1_imitation': ('TST with the imitator augmenter, augmenter lr 0.1', 'tst',
                             ['optim_wrapper.augmenter.optimizer.lr=0.1', IMITATION]),
+    # ... and with the usable gradient of the tst_signal_unit arm.
+    'tst_signal_unit_imitation': ('TST with the imitator augmenter, straight-through '
+                                  'gates, 128 images per update, steps of 0.3', 'tst',
+                                  [*SIGNAL, UNIT_STEP, IMITATION]),
 }
 ARMS.update(TST_VARIANTS)
 PREFIX = '[study]'
