@@ -102,7 +102,7 @@ def test_the_closing_line_quotes_both_studies_on_fresh_seeds(tmp_path):
         lead = 1.0 if seed < 3 else 0.01 * (seed - 2)
         write('second', 'det', 'tst_signal_unit', seed, 'coco/bbox_mAP', 0.2 + lead)
         write('second', 'det', 'kd_random_aug_st', seed, 'coco/bbox_mAP', 0.2)
-        write('second', 'seg', 'tst_signal_unit', seed, 'mIoU', 30.0 - seed)
+        write('second', 'seg', 'tst_signal_unit_divergence', seed, 'mIoU', 30.0 - seed)
         write('second', 'seg', 'kd_random_aug_st', seed, 'mIoU', 30.0)
     records = {f'{arm}_seed0': dict(heldout={'coco/bbox_mAP': value})
                for arm, value in (('student', 0.05), ('kd', 0.15), ('tst', 0.16))}
