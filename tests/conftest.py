@@ -6,11 +6,10 @@ shipped configs' relative data roots resolve without overrides.
 """
 import os
 import os.path as osp
+import random
 import socket
 import subprocess
 import sys
-
-import random
 
 import numpy as np
 import pytest

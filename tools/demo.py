@@ -15,8 +15,6 @@ and runs, shared with it):
    numbers show.
 """
 import argparse
-import glob
-import json
 import os.path as osp
 import statistics
 import subprocess
@@ -24,6 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), 'study'))
+from report import load  # noqa: E402
 from runs import ROOT  # noqa: E402
 from study import run_task  # noqa: E402
 
@@ -98,20 +97,12 @@ CONFIRMED = (('det', 'coco/bbox_mAP', 'mAP', 'tst_signal_unit'),
 RANDOM, FIRST_FRESH_SEED = 'kd_random_aug_st', 3
 
 
-def held_out(study: str, task: str, metric: str) -> dict:
-    """arm -> seed -> held-out metric, from a study's records."""
-    runs: dict = {}
-    for path in glob.glob(osp.join(study, task, '*_seed*.json')):
-        with open(path) as f:
-            run = json.load(f)
-        runs.setdefault(run['arm'], {})[run['seed']] = run['heldout'][metric]
-    return runs
-
-
-def paired(runs: dict, arm: str, control: str, min_seed: int = 0) -> list:
+def paired(runs: dict, arm: str, control: str, metric: str, min_seed: int = 0) -> list:
+    """Held-out ``arm - control`` per seed (from ``min_seed`` on) that both ran."""
     seeds = sorted(s for s in set(runs.get(arm, {})) & set(runs.get(control, {}))
                    if s >= min_seed)
-    return [runs[arm][s] - runs[control][s] for s in seeds]
+    return [runs[arm][s]['heldout'][metric] - runs[control][s]['heldout'][metric]
+            for s in seeds]
 
 
 def summary_line(records: dict, seed: int,
@@ -123,14 +114,14 @@ def summary_line(records: dict, seed: int,
 
     line = (f'[demo] seed {seed}, held-out mAP: KD {held("kd") - held("student"):+.3f} '
             f'over the student alone, TST {held("tst") - held("kd"):+.3f} over plain KD.')
-    diffs = paired(held_out(study, 'det', KEYS[0]), 'tst', 'kd_random_aug')
+    diffs = paired(load(study, 'det'), 'tst', 'kd_random_aug', KEYS[0])
     if len(diffs) > 1:
         line += (f' The {len(diffs)}-seed study (docs/results.md): TST '
                  f'{statistics.mean(diffs):+.3f} ± {statistics.stdev(diffs):.3f} over KD '
                  'with the same augmentations drawn at random.')
     confirmed = []
     for task, metric, name, learned in CONFIRMED:
-        diffs = paired(held_out(second_study, task, metric), learned, RANDOM,
+        diffs = paired(load(second_study, task), learned, RANDOM, metric,
                        FIRST_FRESH_SEED)
         if len(diffs) > 1:
             confirmed.append(f'{statistics.mean(diffs):+.3f} ± '
