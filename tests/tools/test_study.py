@@ -82,3 +82,59 @@ def test_report_tests_whether_the_policy_matters_more_than_the_seed(tmp_path):
     assert ('(dev, 3 arms x seeds 0 1, two-way analysis of variance): the arms\' mean '
             'square is 1.33x the residual\'s (F(2, 2), p = 0.43); the residual implies a '
             'paired-difference std of 0.020, so "2 std ahead" means +0.040.') in report
+
+
+def _study_module():
+    sys.path.insert(0, osp.dirname(STUDY))
+    try:
+        import study
+    finally:
+        sys.path.remove(osp.dirname(STUDY))
+    return study
+
+
+def test_frozen_learned_policy_is_where_the_picks_ended():
+    """kd_learned_st freezes, per task, the mean final policy of the second study's
+    pick over dev seeds 0-2: the constants agree with those records (to their
+    rounding), and the arm's options set every op's probability and magnitude."""
+    study = _study_module()
+    picks = dict(det='tst_signal_unit', seg='tst_signal_unit_divergence')
+    for task, arm in picks.items():
+        finals = []
+        for seed in (0, 1, 2):
+            with open(osp.join(REPO, 'docs', 'study', 'v2', task,
+                               f'{arm}_seed{seed}.json')) as f:
+                policy = json.load(f)['policy']
+            finals.append(policy[max(policy, key=int)])
+        for op, (magnitude, probability) in study.LEARNED_POLICY[task].items():
+            for field, value in (('magnitude', magnitude), ('probability', probability)):
+                key = f'policy/{op}.{field}'
+                if value is None:
+                    assert key not in finals[0]
+                    continue
+                mean = sum(final[key] for final in finals) / 3
+                assert abs(mean - value) <= 0.005 + 1e-9, (task, key, mean, value)
+        options = study.ARMS['kd_learned_st'][2](task)
+        assert 'train_cfg.augment_iters=[]' in options
+        assert sum('.probability=' in o for o in options) == 14
+        assert sum('.magnitude=' in o for o in options) == 11
+
+
+def test_report_compares_fixed_policies_with_the_random_one(tmp_path):
+    metric = 'mIoU'
+    (tmp_path / 'seg').mkdir()
+    table = {'kd_random_aug_st': (30.0, 34.0, 32.0), 'kd_geometric_st': (33.0, 36.0, 34.5),
+             'kd_pixel_st': (25.0, 30.0, 26.0)}
+    for arm, values in table.items():
+        for seed, value in enumerate(values):
+            with open(tmp_path / 'seg' / f'{arm}_seed{seed}.json', 'w') as f:
+                json.dump(dict(arm=arm, seed=seed, seconds=10, augment_seconds=0,
+                               dev={metric: value}, heldout={metric: value + 1}), f)
+    report = run([sys.executable, REPORT, '--results', '.'], tmp_path).stdout
+    _, fixed = report.split('Fixed policies of the same family')
+    dev, held_out = fixed.split('Per-seed differences on the held-out images')
+    assert '| kd_geometric_st − kd_random_aug_st | 3 | +3.000, +2.000, +2.500 | ' \
+        '+2.500 ± 0.500 |' in dev
+    assert '| kd_pixel_st − kd_random_aug_st | 3 | -5.000, -4.000, -6.000 | ' \
+        '-5.000 ± 1.000 |' in held_out
+    assert 'Does the policy matter more than the seed (dev, 3 arms' in dev

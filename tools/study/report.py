@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Dict, List
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from study import ARMS, TASKS, TST_VARIANTS  # noqa: E402
+from study import ARMS, FIXED_POLICIES, TASKS, TST_VARIANTS  # noqa: E402
 
 CONTRASTS = (('tst', 'kd_random_aug'), ('tst', 'kd'), ('kd', 'student'),
              ('kd_random_aug', 'kd'), ('random_aug', 'student'))
@@ -58,7 +58,8 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                      f'{teacher["heldout"][metric]:.3f} | {teacher["seconds"]:.0f} | '
                      f'{cpu([teacher])} | - | '
                      f'`python tools/study/study.py --tasks {task}` (trained first) |')
-    lines += arm_rows(task, runs, [arm for arm in ARMS if arm not in TST_VARIANTS])
+    lines += arm_rows(task, runs, [arm for arm in ARMS if arm not in TST_VARIANTS
+                                   and arm not in FIXED_POLICIES])
     if any(arm in runs for arm in TST_VARIANTS):
         lines += ['', 'TST variants tried after the study above (chosen on dev; '
                   'held-out shown for completeness, no choice was made on it):', '',
@@ -80,6 +81,7 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                   '| --- | --- | --- | --- |']
         lines += differences(runs, metric, [('tst', 'kd_random_aug'), *variants], 'dev')
         lines += arm_effect(runs, metric, ['kd_random_aug', 'tst', *TST_VARIANTS], 'dev')
+    lines += fixed_policies(task, runs, metric, lines[2:4])
     lines += policy_table(runs, ['tst', *TST_VARIANTS])
     gaps = [abs(r['dev'][metric] - r['heldout'][metric])
             for arm in runs.values() for r in arm.values()]
@@ -88,6 +90,28 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                   f'{statistics.mean(gaps):.3f} (max {max(gaps):.3f}) over {len(gaps)} '
                   'runs: the sampling noise of one evaluation set.']
     return lines + ['']
+
+
+def fixed_policies(task: str, runs: Dict[str, Dict[int, dict]], metric: str,
+                   header: List[str]) -> List[str]:
+    """Is there room for a policy? KD with fixed points of the family against the
+    random one (kd_random_aug_st), per seed on dev and held-out, and whether the
+    fixed policy matters more than the seed."""
+    arms = [arm for arm in FIXED_POLICIES if arm in runs]
+    if not arms:
+        return []
+    control = 'kd_random_aug_st'
+    lines = ['', 'Fixed policies of the same family, frozen from the start (is there '
+             'room for a policy?):', '', *header]
+    lines += arm_rows(task, runs, [control, *arms])
+    pairs = [(arm, control) for arm in arms]
+    for split, name in (('dev', 'dev'), ('heldout', 'held-out')):
+        lines += ['', f'Per-seed differences on the {name} images:', '',
+                  '| difference | seeds | per seed | mean ± std |',
+                  '| --- | --- | --- | --- |']
+        lines += differences(runs, metric, pairs, split)
+        lines += arm_effect(runs, metric, [control, *arms], split)
+    return lines
 
 
 def final_policy_summary(run: dict) -> str:

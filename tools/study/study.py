@@ -86,6 +86,9 @@ SIGNAL = ['model.augmenter.gate_estimator=straight_through',
           'optim_wrapper.augmenter.optimizer.momentum=0.0',
           'optim_wrapper.augmenter.clip_grad.max_norm=1.0']
 UNIT_STEP = 'optim_wrapper.augmenter.optimizer.type=NormalizedSGD'
+TRANSFER_OBJECTIVE = ['model.augment_loss_weights.teacher=0.0',
+                      'model.augment_loss_weights.student_inverse=0.0',
+                      'model.augment_loss_weights.transfer=1.0']
 TST_VARIANTS = {
     'tst_lr0.1': ('TST, augmenter lr 0.1 (10x)', 'tst',
                   ['optim_wrapper.augmenter.optimizer.lr=0.1']),
@@ -162,6 +165,12 @@ TST_VARIANTS = {
     'tst_signal_unit_divergence': ('TST, straight-through gates, 128 images per update, '
                                    'steps of 0.3 (NormalizedSGD), divergence', 'tst',
                                    [*SIGNAL, UNIT_STEP, *DIVERGENCE_OBJECTIVE]),
+    # An objective that rewards what a view teaches rather than how hard it is: the
+    # first-order gain, on other clean images, of one student step on the views
+    # (TSTDistiller._transfer; half of each batch is augmented, half is the target).
+    'tst_signal_unit_transfer': ('TST, straight-through gates, 128 images per update, '
+                                 'steps of 0.3 (NormalizedSGD), look-ahead transfer',
+                                 'tst', [*SIGNAL, UNIT_STEP, *TRANSFER_OBJECTIVE]),
     # The control for the variants above: the frozen random policy drawn through the
     # straight-through gates (hard Bernoulli, as the relaxed gates at 0.05 nearly are).
     'kd_random_aug_st': ('KD + frozen random policy, straight-through gates', 'tst',
@@ -179,6 +188,61 @@ TST_VARIANTS = {
                                   [*SIGNAL, UNIT_STEP, IMITATION]),
 }
 ARMS.update(TST_VARIANTS)
+
+# Issue 21: is there room for a policy at all? KD with a *fixed* policy of the same family
+# (frozen, straight-through gates, against kd_random_aug_st): if no fixed point of the
+# family beats the random one, no learned policy can. Probabilities 0.05 switch a group
+# of ops nearly off (each image still draws 4 of the 14 ops).
+GEOMETRIC_OPS = ('ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Rotate')
+PIXEL_OPS = ('Brightness', 'Color', 'Contrast', 'Sharpness', 'Posterize', 'Solarize',
+             'Equalize', 'Invert', 'Cutout')
+# Where each task's pick of the second study ended: the mean over dev seeds 0-2 of the
+# final policy of tst_signal_unit (det) and tst_signal_unit_divergence (seg), rounded
+# (tests/tools/test_study.py checks these against docs/study/v2).
+LEARNED_POLICY = {
+    'det': dict(
+        Brightness=(0.27, 0.39), Color=(0.43, 0.48), Contrast=(0.29, 0.40),
+        Sharpness=(0.50, 0.50), Posterize=(0.50, 0.50), Solarize=(0.47, 0.62),
+        ShearX=(0.44, 0.47), ShearY=(0.48, 0.49), TranslateX=(0.34, 0.39),
+        TranslateY=(0.41, 0.52), Rotate=(0.40, 0.41), Equalize=(None, 0.38),
+        Invert=(None, 0.78), Cutout=(None, 0.50)),
+    'seg': dict(
+        Brightness=(0.25, 0.40), Color=(0.35, 0.43), Contrast=(0.21, 0.38),
+        Sharpness=(0.50, 0.50), Posterize=(0.50, 0.50), Solarize=(0.42, 0.73),
+        ShearX=(0.40, 0.45), ShearY=(0.47, 0.49), TranslateX=(0.47, 0.41),
+        TranslateY=(0.38, 0.43), Rotate=(0.32, 0.44), Equalize=(None, 0.40),
+        Invert=(None, 0.92), Cutout=(None, 0.49)),
+}
+FROZEN_ST = ['train_cfg.augment_iters=[]', 'model.augmenter.gate_estimator=straight_through']
+
+
+def _policy_options(probabilities: Dict[str, float] = {},
+                    magnitudes: Dict[str, float] = {}) -> List[str]:
+    return [*(f'model.augmenter.op_cfgs.{op}.probability={p}'
+              for op, p in probabilities.items()),
+            *(f'model.augmenter.op_cfgs.{op}.magnitude={m}' for op, m in magnitudes.items())]
+
+
+def _learned_policy_options(task: str) -> List[str]:
+    policy = LEARNED_POLICY[task]
+    return _policy_options({op: p for op, (_, p) in policy.items()},
+                           {op: m for op, (m, _) in policy.items() if m is not None})
+
+
+# arm -> (what it is, config key, options: a list, or task -> list)
+FIXED_POLICIES = {
+    'kd_learned_st': ('KD + the learned policy (its pick\'s mean final policy, dev seeds '
+                      '0-2) frozen from the start', 'tst',
+                      lambda task: [*FROZEN_ST, *_learned_policy_options(task)]),
+    'kd_geometric_st': ('KD + frozen policy, pixel ops nearly off (p 0.05)', 'tst',
+                        [*FROZEN_ST, *_policy_options(dict.fromkeys(PIXEL_OPS, 0.05))]),
+    'kd_pixel_st': ('KD + frozen policy, geometric ops nearly off (p 0.05)', 'tst',
+                    [*FROZEN_ST, *_policy_options(dict.fromkeys(GEOMETRIC_OPS, 0.05))]),
+    'kd_dense_st': ('KD + frozen policy, every probability 0.9', 'tst',
+                    [*FROZEN_ST, *_policy_options(dict.fromkeys(
+                        GEOMETRIC_OPS + PIXEL_OPS, 0.9))]),
+}
+ARMS.update(FIXED_POLICIES)
 PREFIX = '[study]'
 
 
@@ -186,7 +250,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tasks', nargs='+', choices=tuple(TASKS), default=list(TASKS))
     parser.add_argument('--arms', nargs='+', choices=tuple(ARMS),
-                        default=[arm for arm in ARMS if arm not in TST_VARIANTS])
+                        default=[arm for arm in ARMS if arm not in TST_VARIANTS
+                                 and arm not in FIXED_POLICIES])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--work-dir', default='work_dirs/study',
                         help='runs go to WORK_DIR/<task>/<arm>_seed<N> (default: '
@@ -285,6 +350,8 @@ def run_task(task: str, args, progress: Dict, prefix: str = PREFIX) -> Dict[str,
         for arm in args.arms:
             progress['done'] += 1
             what, config_key, arm_options = ARMS[arm]
+            if callable(arm_options):
+                arm_options = arm_options(task)
             name = f'{task} {arm} seed {seed} ({progress["done"]}/{progress["total"]})'
             options = [*common, *arm_options, f'randomness.seed={seed}']
             uses_teacher = config_key == 'tst' and arm != 'random_aug'

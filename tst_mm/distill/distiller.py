@@ -62,9 +62,12 @@ class TSTDistiller(BaseModel):
             Defaults to ``('aug', 'clean')``.
         augment_loss_weights (dict): Weights of the augmenter objective,
             ``teacher`` (teacher task loss), ``student_inverse`` (student inverse task
-            loss) and ``divergence`` (minus the distillation losses, maximising the
-            teacher-student gap). Defaults to ``dict(teacher=1, student_inverse=1,
-            divergence=0)``.
+            loss), ``divergence`` (minus the distillation losses, maximising the
+            teacher-student gap) and ``transfer`` (minus the look-ahead transfer:
+            how much one student step on the views lowers the student's loss on
+            *other* clean images, to first order; see :meth:`_transfer`). A weight of
+            0 skips its term's computation. Defaults to ``dict(teacher=1,
+            student_inverse=1, divergence=0, transfer=0)``.
         inverse_reduction (str): How the student's inverse task losses are reduced:
             ``'mean'`` averages a dense focal inverse over all anchors x classes of each
             level (as the reference) and keeps the others' task reduction, which keeps
@@ -185,7 +188,7 @@ class TSTDistiller(BaseModel):
             raise ValueError('augment_grad_balance must be True or False, got '
                              f'{augment_grad_balance!r}')
         self.augment_grad_balance = augment_grad_balance
-        weights = dict(teacher=1.0, student_inverse=1.0, divergence=0.0)
+        weights = dict(teacher=1.0, student_inverse=1.0, divergence=0.0, transfer=0.0)
         unknown = set(augment_loss_weights or {}) - set(weights)
         if unknown:
             raise ValueError(f'unknown augment_loss_weights keys {sorted(unknown)}; '
@@ -205,11 +208,13 @@ class TSTDistiller(BaseModel):
 
         self.student_inputs = StudentInputs(self.student, self.teacher, teacher_inputs) \
             if teacher_inputs else None
-        if self.student_inputs is not None and weights['divergence'] > 0:
+        if self.student_inputs is not None and (weights['divergence'] > 0 or
+                                                weights['transfer'] > 0):
             raise ValueError('teacher_inputs (the teacher on the student\'s RoIs) serve the '
-                             'student step only; the divergence term of the augmenter '
-                             'objective runs the teacher on its own proposals. Set '
-                             'augment_loss_weights.divergence=0 or drop teacher_inputs')
+                             'student step only; the divergence and transfer terms of the '
+                             'augmenter objective run the teacher on its own proposals. '
+                             'Set augment_loss_weights.divergence=0 and transfer=0, or '
+                             'drop teacher_inputs')
         # Without substituted inputs the teacher's training forward is the one that
         # runs every head (mmseg's auxiliary heads run in 'loss' mode only).
         self._teacher_mode = 'tensor' if self.student_inputs is not None else 'loss'
@@ -289,16 +294,7 @@ class TSTDistiller(BaseModel):
         with optim.optim_context(self.student):
             data = self.data_preprocessor(data, True)
             inputs, samples = self._student_views(data['inputs'], data['data_samples'])
-            with self._recording(self.student_recorder), self._feed('recording'):
-                task = self.student(self.student_normalizer(inputs, samples), samples,
-                                    'loss')
-            if self.distill_losses:
-                with torch.no_grad(), self._recording(self.teacher_recorder), \
-                        self._feed('replacing'), self._teacher_in(self._teacher_mode):
-                    self.teacher(self.teacher_normalizer(inputs, samples), samples,
-                                 self._teacher_mode)
-            losses = {**_add_prefix(task, 'student'),
-                      **_add_prefix(self._distill_losses(), 'distill')}
+            losses = self._student_losses(self.student, inputs, samples)
         loss, log_vars = self.parse_losses(losses)
         stepped = update(optim, loss, [self.distill_losses])  # skipped if not finite
         self.nonfinite_guard.record('student', stepped, log_vars)
@@ -310,7 +306,9 @@ class TSTDistiller(BaseModel):
 
         1. Pad and stack the batch in pixel space; augment it with gradient.
         2. The objective's terms on ``x_aug``: ``a * teacher task loss``,
-           ``b * student inverse task loss`` and ``-c * distillation losses``.
+           ``b * student inverse task loss``, ``-c * distillation losses`` and
+           ``-d * transfer`` (with ``d > 0`` the batch's first half is augmented and
+           its second half, clean, is what the transfer aims at).
         3. Backpropagate the terms one at a time, measuring the gradient norm each
            gives the augmenter; update the augmenter only (skipped if a term or the
            gradient is not finite; its parameters kept within
@@ -325,10 +323,20 @@ class TSTDistiller(BaseModel):
                                'remove the augment phases (the policy then stays at its '
                                'initial, random state) or give a teacher')
         optim = optim_wrapper['augmenter']
+        transfer = self.augment_loss_weights['transfer']
+        # Measured before `frozen` turns them off: the weights a student step updates.
+        trained = [p for p in _unwrap(self.student).parameters() if p.requires_grad]
         with optim.optim_context(self.augmenter), frozen(self.student):
             data = self.data_preprocessor(data, True)
+            if transfer:
+                data, target = _halves(data)
             inputs, samples = self.augmenter(data['inputs'], data['data_samples'])
             terms, log_vars = self._augmenter_objective(inputs, samples, data)
+            if transfer:
+                gain = self._transfer(inputs, samples, target, trained)
+                terms['transfer'] = -transfer * gain
+                log_vars['transfer'] = gain.detach()
+                log_vars['loss'] = sum(terms.values()).detach()
         with bounded(self.augmenter, self.augmenter_param_bound):
             grad_norms, stepped = update_by_terms(optim, terms, self.augmenter,
                                                   self.augment_grad_balance)
@@ -337,6 +345,20 @@ class TSTDistiller(BaseModel):
         log_vars.update(_add_prefix(grad_norms, 'grad_norm'))
         # Detached: the log reads them as numbers after the graph is gone.
         return {f'augment.{k}': v.detach() for k, v in log_vars.items()}
+
+    def _student_losses(self, student: nn.Module, inputs: Tensor,
+                        samples: list) -> Dict[str, Tensor]:
+        """What the student minimises on ``inputs``: its task losses and the
+        distillation losses against the frozen teacher on the same images."""
+        with self._recording(self.student_recorder), self._feed('recording'):
+            task = student(self.student_normalizer(inputs, samples), samples, 'loss')
+        if self.distill_losses:
+            with torch.no_grad(), self._recording(self.teacher_recorder), \
+                    self._feed('replacing'), self._teacher_in(self._teacher_mode):
+                self.teacher(self.teacher_normalizer(inputs, samples), samples,
+                             self._teacher_mode)
+        return {**_add_prefix(task, 'student'),
+                **_add_prefix(self._distill_losses(), 'distill')}
 
     def _student_views(self, inputs: Tensor, samples: list) -> Tuple[Tensor, list]:
         if self.student_views == ('clean',):
@@ -354,12 +376,26 @@ class TSTDistiller(BaseModel):
         ``clean`` is the batch before augmentation (for ``teacher_margin``)."""
         w = self.augment_loss_weights
         divergence = w['divergence'] > 0
+        terms, log_vars = {}, {}
         # The student runs unwrapped: its weights are frozen, so DDP has nothing to do.
         student = _unwrap(self.student)
-        with self._recording(self.teacher_recorder if divergence else None), \
-                self._teacher_in('loss'):
-            teacher = self.teacher(self.teacher_normalizer(inputs, samples), samples,
-                                   'loss')
+        if w['teacher'] or divergence:
+            with self._recording(self.teacher_recorder if divergence else None), \
+                    self._teacher_in('loss'):
+                teacher = self.teacher(self.teacher_normalizer(inputs, samples), samples,
+                                       'loss')
+        if w['teacher']:
+            terms, log_vars = self._teacher_term(teacher, clean)
+        if w['student_inverse'] or divergence:
+            self._student_terms(student, inputs, samples, terms, log_vars)
+        log_vars['loss'] = sum(terms.values()).detach() if terms else inputs.new_zeros(())
+        return terms, log_vars
+
+    def _student_terms(self, student: nn.Module, inputs: Tensor, samples: list,
+                       terms: dict, log_vars: dict) -> None:
+        """The student inverse and divergence terms, added to ``terms``."""
+        w = self.augment_loss_weights
+        divergence = w['divergence'] > 0
         # With student_inverse=0 the student's losses need not be invertible (the
         # divergence term alone then makes the student's task hard).
         inverse = inverted_task_losses(student, self.inverse_reduction) \
@@ -372,17 +408,6 @@ class TSTDistiller(BaseModel):
             student_losses = student(student_inputs, samples, 'loss')
         if w['student_inverse']:
             self.inversion_check.after(student_losses)
-        teacher_loss, log_vars = self.parse_losses(teacher)
-        log_vars = _add_prefix(log_vars, 'teacher')
-        if self.teacher_margin is None:
-            terms = dict(teacher=w['teacher'] * teacher_loss)
-        else:
-            if clean is None:
-                raise ValueError('teacher_margin compares with the clean batch: pass it')
-            bound = (1 + self.teacher_margin) * self._clean_teacher_loss(clean)
-            terms = dict(teacher=w['teacher'] * torch.relu(teacher_loss - bound))
-            log_vars['teacher.bound'] = bound
-        if w['student_inverse']:
             inverse_loss, inverse_log = self.parse_losses(student_losses)
             terms['student_inverse'] = w['student_inverse'] * inverse_loss
             log_vars.update(_add_prefix(inverse_log, 'student_inverse'))
@@ -390,8 +415,50 @@ class TSTDistiller(BaseModel):
             gap = sum(self._distill_losses().values())
             terms['divergence'] = -w['divergence'] * gap
             log_vars['divergence'] = gap.detach()
-        log_vars['loss'] = sum(terms.values()).detach()
-        return terms, log_vars
+
+    def _teacher_term(self, teacher: Dict[str, Tensor], clean: Optional[dict]
+                      ) -> Tuple[Dict[str, Tensor], dict]:
+        """``a * T(x_aug)``, or with ``teacher_margin`` the penalty above the bound."""
+        a = self.augment_loss_weights['teacher']
+        teacher_loss, log_vars = self.parse_losses(teacher)
+        log_vars = _add_prefix(log_vars, 'teacher')
+        if self.teacher_margin is None:
+            return dict(teacher=a * teacher_loss), log_vars
+        if clean is None:
+            raise ValueError('teacher_margin compares with the clean batch: pass it')
+        bound = (1 + self.teacher_margin) * self._clean_teacher_loss(clean)
+        log_vars['teacher.bound'] = bound
+        return dict(teacher=a * torch.relu(teacher_loss - bound)), log_vars
+
+    def _transfer(self, inputs: Tensor, samples: list, target: dict,
+                  params: Sequence[nn.Parameter]) -> Tensor:
+        """The look-ahead transfer of the views ``inputs``: ``<g_aug, g_target>``.
+
+        ``g_aug`` is the gradient, in the student's weights ``params``, of what the
+        student minimises (task + distillation losses) on the views; ``g_target`` that
+        of the same loss on ``target``, other images, clean and without gradient. One
+        SGD step of size ``lr`` on the views changes the student's loss on the target
+        images by ``-lr * <g_aug, g_target>`` to first order, so the augmenter that
+        maximises this product makes views whose lesson carries over to other images,
+        not views that are merely hard (the meta-gradient of a look-ahead step, as in
+        learned augmentation by bilevel optimisation, at first order). The product's
+        gradient reaches the augmenter through ``g_aug`` (a double backward through
+        the student, about three student steps' work); the target batch is drawn
+        independently of the views, so the product is an unbiased estimate of that of
+        the expected gradients.
+        """
+        student = _unwrap(self.student)
+        with _requiring_grad(params):
+            target_loss, _ = self.parse_losses(self._student_losses(
+                student, target['inputs'], target['data_samples']))
+            g_target = torch.autograd.grad(target_loss, params, allow_unused=True)
+            view_loss, _ = self.parse_losses(self._student_losses(student, inputs,
+                                                                  samples))
+            g_aug = torch.autograd.grad(view_loss, params, create_graph=True,
+                                        allow_unused=True)
+        products = [(a * t).sum() for a, t in zip(g_aug, g_target)
+                    if a is not None and t is not None]
+        return torch.stack(products).sum() if products else inputs.new_zeros(())
 
     @torch.no_grad()
     def _clean_teacher_loss(self, clean: dict) -> Tensor:
@@ -461,3 +528,31 @@ def _check_num_classes(student: nn.Module, teacher: nn.Module) -> None:
             raise ValueError(f'student {head}.num_classes={counts[0]} but teacher '
                              f'{head}.num_classes={counts[1]}: set both to the number of '
                              "classes of the dataset (and use a teacher trained on it)")
+
+
+def _halves(data: dict) -> Tuple[dict, dict]:
+    """A preprocessed batch split into its first and second half (images, samples)."""
+    inputs, samples = data['inputs'], data['data_samples']
+    if len(inputs) < 2:
+        raise ValueError('augment_loss_weights.transfer needs at least 2 images per '
+                         'augmenter batch (half are augmented, half are the target); '
+                         'raise the augment dataloader\'s batch_size')
+    half = len(inputs) // 2
+    return (dict(data, inputs=inputs[:half], data_samples=list(samples[:half])),
+            dict(data, inputs=inputs[half:], data_samples=list(samples[half:])))
+
+
+class _requiring_grad:
+    """``requires_grad`` on for ``params`` inside ``with`` (the student, which
+    :func:`frozen` froze, has its weight gradients taken by :meth:`_transfer`)."""
+
+    def __init__(self, params: Sequence[nn.Parameter]) -> None:
+        self.params = params
+
+    def __enter__(self) -> None:
+        for p in self.params:
+            p.requires_grad_(True)
+
+    def __exit__(self, *exc) -> None:
+        for p in self.params:
+            p.requires_grad_(False)

@@ -1,7 +1,7 @@
 """What an augment phase logs: the objective's terms and their share of the gradient.
 
 The augmenter minimises a sum of terms (teacher task loss, student inverse task loss,
-optionally minus the distillation divergence). If one term's gradient is orders of
+optionally minus the distillation divergence or the transfer). If one term's gradient is orders of
 magnitude larger than the others', the augmenter serves that term alone. The phase log
 shows it at a glance: each term's value and its share of the augmenter's gradient norm,
 at the start and at the end of the phase (means over its first and last quarter of
@@ -19,11 +19,12 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor
 
-TERMS = ('teacher', 'student_inverse', 'divergence')
+TERMS = ('teacher', 'student_inverse', 'divergence', 'transfer')
 # log_vars key of each term's (unweighted) value, as TSTDistiller.augment_step names it
 VALUE_KEYS = {'teacher': 'augment.teacher.loss',
               'student_inverse': 'augment.student_inverse.loss',
-              'divergence': 'augment.divergence'}
+              'divergence': 'augment.divergence',
+              'transfer': 'augment.transfer'}
 
 
 class AugmentPhaseLog:
