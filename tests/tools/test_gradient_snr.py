@@ -39,6 +39,17 @@ def test_measures_a_tiny_pair_and_reports(tmp_path, coco_digits):
         (n, t, g) for n in (2, 4) for t in ('teacher', 'student_inverse', 'total')
         for g in ('magnitude', 'probability')}
     assert all(-1 <= r['cos'] <= 1 and r['norm'] > 0 for r in rows)
+    probability = next(r for r in rows if r['group'] == 'probability')
+    assert len(probability['descent']) == 14  # every op, [step, z]
     assert 'tiny images    4 total' in printed
     table = run([sys.executable, TOOL, '--report', str(out)], tmp_path).stdout
     assert '| tiny | total | probability |' in table
+
+
+def test_descent_says_where_a_step_moves_each_parameter():
+    torch.manual_seed(0)
+    # parameter a: gradient +1 with noise 0.1 (a step lowers it); b: pure noise
+    estimates = [torch.tensor([1.0, 0.0]) + 0.1 * torch.randn(2) for _ in range(16)]
+    moves = snr.descent(estimates, ['a', 'b'])
+    assert moves['a'][0] == pytest.approx(-1.0, abs=0.05) and moves['a'][1] < -20
+    assert abs(moves['b'][1]) < 4

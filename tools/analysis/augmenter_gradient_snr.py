@@ -14,6 +14,9 @@ sum) and per parameter group (``magnitude``, ``probability``) it prints:
 
 - ``cos``: the mean cosine between two independent estimates. Near 0: each estimate is
   mostly the noise of which images, ops and gates it drew. Near 1: all agree.
+- ``descent`` (in ``--json``; printed where ``|z| > 2``): per op, where one descent
+  step moves its magnitude / probability (minus the mean gradient) and ``z``, that
+  mean over its standard error across the estimates: what the objective *wants*.
 - ``snr``: ``|E g|^2 / E|g - E g|^2`` for one estimate (the squared norm of the mean
   corrected for its own noise, over the noise of one estimate), from the spread of the
   estimates. With independent images it grows in proportion to B; the cosine of two
@@ -23,7 +26,8 @@ Nothing is updated: this measures the estimator, not a training run. Use
 ``--cfg-options`` to measure other estimators, e.g.
 ``model.augmenter.temperature=0.5``, ``model.augmenter.per_sample=False``,
 ``model.augmenter.hard_gates=True``, or another objective
-(``model.augment_loss_weights.student_inverse=0.0 model.augment_loss_weights.divergence=1.0``).
+(``model.augment_loss_weights.student_inverse=0.0 model.augment_loss_weights.divergence=1.0``;
+with ``transfer`` half of each batch is augmented, so B images give B / 2 views).
 """
 import argparse
 import itertools
@@ -114,11 +118,10 @@ def gradient(model, batches, names) -> Dict[str, Dict[str, torch.Tensor]]:
     terms' sum, ``'total'``), per parameter group."""
     params = {g: getattr(model.augmenter, attr) for g, attr in GROUPS.items()}
     sums = {}
+    trained = [p for p in model.student.parameters() if p.requires_grad]
     for batch in batches:
         with frozen(model.student):
-            data = model.data_preprocessor(batch, True)
-            inputs, samples = model.augmenter(data['inputs'], data['data_samples'])
-            terms, _ = model._augmenter_objective(inputs, samples, data)
+            terms, _ = model.augment_terms(model.data_preprocessor(batch, True), trained)
         live = [n for n in names if n in terms and terms[n].requires_grad]
         for i, name in enumerate(live):
             grads = torch.autograd.grad(terms[name], list(params.values()),
@@ -144,6 +147,16 @@ def statistics(estimates: List[torch.Tensor]) -> Dict[str, float]:
                 norm=float(g.norm(dim=1).mean()))
 
 
+def descent(estimates: List[torch.Tensor], names: List[str]) -> Dict[str, List[float]]:
+    """Where one descent step moves each parameter: ``name -> [-mean gradient, z]``
+    over the estimates, ``z`` the mean over its standard error (|z| > 2: the objective
+    wants that direction beyond the noise of the estimates)."""
+    g = torch.stack([e.double() for e in estimates])
+    mean, error = g.mean(0), g.std(0) / len(g) ** 0.5
+    z = -mean / error.clamp_min(1e-30)
+    return {n: [float(-m), float(zi)] for n, m, zi in zip(names, mean, z)}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.report:
@@ -152,6 +165,8 @@ def main(argv=None) -> None:
     MMLogger.get_current_instance().setLevel('ERROR')
     model, dataloader, scope, batch_size = build(args)
     names = [n for n, w in model.augment_loss_weights.items() if w]
+    param_names = dict(magnitude=list(model.augmenter.magnitude_names),
+                       probability=list(model.augmenter.op_names))
     batches = iter(dataloader)
     results = dict(label=args.label, config=args.config, checkpoint=args.checkpoint,
                    options=args.cfg_options, policy=model.augmenter.policy(), rows=[])
@@ -166,12 +181,18 @@ def main(argv=None) -> None:
                          for _ in range(args.estimates)]
             for term in estimates[0]:
                 for group in GROUPS:
-                    stats = statistics([e[term][group] for e in estimates])
-                    row = dict(images=images, term=term, group=group, **stats)
+                    group_estimates = [e[term][group] for e in estimates]
+                    stats = statistics(group_estimates)
+                    row = dict(images=images, term=term, group=group, **stats,
+                               descent=descent(group_estimates, param_names[group]))
                     results['rows'].append(row)
                     print(f'{args.label} images {images:4d} {term:16s} {group:11s} '
                           f'cos {stats["cos"]:+.3f}  snr {stats["snr"]:+.3f}  '
                           f'|g| {stats["norm"]:.3g}', flush=True)
+                    sure = [f'{n} {"up" if z > 0 else "down"} (z {z:+.1f})'
+                            for n, (_, z) in row['descent'].items() if abs(z) > 2]
+                    print(f'    a descent step moves {group}: ' +
+                          (', '.join(sure) or 'none beyond 2 standard errors'))
     if args.json:
         with open(args.json, 'a') as f:
             f.write(json.dumps(results) + '\n')
