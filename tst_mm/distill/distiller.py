@@ -323,20 +323,11 @@ class TSTDistiller(BaseModel):
                                'remove the augment phases (the policy then stays at its '
                                'initial, random state) or give a teacher')
         optim = optim_wrapper['augmenter']
-        transfer = self.augment_loss_weights['transfer']
         # Measured before `frozen` turns them off: the weights a student step updates.
         trained = [p for p in _unwrap(self.student).parameters() if p.requires_grad]
         with optim.optim_context(self.augmenter), frozen(self.student):
-            data = self.data_preprocessor(data, True)
-            if transfer:
-                data, target = _halves(data)
-            inputs, samples = self.augmenter(data['inputs'], data['data_samples'])
-            terms, log_vars = self._augmenter_objective(inputs, samples, data)
-            if transfer:
-                gain = self._transfer(inputs, samples, target, trained)
-                terms['transfer'] = -transfer * gain
-                log_vars['transfer'] = gain.detach()
-                log_vars['loss'] = sum(terms.values()).detach()
+            terms, log_vars = self.augment_terms(self.data_preprocessor(data, True),
+                                                 trained)
         with bounded(self.augmenter, self.augmenter_param_bound):
             grad_norms, stepped = update_by_terms(optim, terms, self.augmenter,
                                                   self.augment_grad_balance)
@@ -345,6 +336,23 @@ class TSTDistiller(BaseModel):
         log_vars.update(_add_prefix(grad_norms, 'grad_norm'))
         # Detached: the log reads them as numbers after the graph is gone.
         return {f'augment.{k}': v.detach() for k, v in log_vars.items()}
+
+    def augment_terms(self, data: dict, trained: Sequence[nn.Parameter]
+                      ) -> Tuple[Dict[str, Tensor], dict]:
+        """The augmenter objective's weighted terms on a preprocessed batch (their sum
+        is minimised) and the log; call it with the student :func:`frozen`, whose
+        ``trained`` weights the transfer term differentiates in."""
+        transfer = self.augment_loss_weights['transfer']
+        if transfer:
+            data, target = _halves(data)
+        inputs, samples = self.augmenter(data['inputs'], data['data_samples'])
+        terms, log_vars = self._augmenter_objective(inputs, samples, data)
+        if transfer:
+            gain = self._transfer(inputs, samples, target, trained)
+            terms['transfer'] = -transfer * gain
+            log_vars['transfer'] = gain.detach()
+            log_vars['loss'] = sum(terms.values()).detach()
+        return terms, log_vars
 
     def _student_losses(self, student: nn.Module, inputs: Tensor,
                         samples: list) -> Dict[str, Tensor]:
