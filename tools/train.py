@@ -15,7 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import tst_mm  # noqa: F401  (registers components, allow-lists checkpoint classes)
-from tst_mm.utils import enable_amp, init_cpu_distributed
+from tst_mm.utils import enable_amp, init_cpu_distributed, shutdown_distributed
 
 
 def parse_args():
@@ -73,6 +73,7 @@ def main():
     init_cpu_distributed(cfg, args.launcher)
     runner = (RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg))
     runner.train()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

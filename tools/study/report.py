@@ -73,7 +73,7 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
     # Arms with straight-through gates are also compared with their own control, the
     # frozen random policy through the same gates.
     variants += [(arm, 'kd_random_aug_st') for arm in TST_VARIANTS
-                 if arm.startswith('tst_signal') and arm in runs
+                 if arm.startswith('tst') and _straight_through(arm) and arm in runs
                  and 'kd_random_aug_st' in runs]
     if variants:
         lines += ['', 'The variants, per-seed differences on the dev images:', '',
@@ -112,6 +112,12 @@ def fixed_policies(task: str, runs: Dict[str, Dict[int, dict]], metric: str,
         lines += differences(runs, metric, pairs, split)
         lines += arm_effect(runs, metric, [control, *arms], split)
     return lines
+
+
+def _straight_through(arm: str) -> bool:
+    options = ARMS[arm][2]
+    return not callable(options) and \
+        'model.augmenter.gate_estimator=straight_through' in options
 
 
 def final_policy_summary(run: dict) -> str:

@@ -1,5 +1,6 @@
 from .amp import enable_amp
 from .checkpoint import allow_mmengine_checkpoints
-from .dist import init_cpu_distributed
+from .dist import init_cpu_distributed, shutdown_distributed
 
-__all__ = ['allow_mmengine_checkpoints', 'enable_amp', 'init_cpu_distributed']
+__all__ = ['allow_mmengine_checkpoints', 'enable_amp', 'init_cpu_distributed',
+           'shutdown_distributed']
