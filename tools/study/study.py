@@ -36,7 +36,7 @@ import os
 import os.path as osp
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import tst_mm  # noqa: F401
 from tst_mm.datasets import ensure_digits_set
@@ -60,7 +60,8 @@ TASKS = {
         student='configs/study/pspnet_r18-narrow_cityscapes_digits.py',
         tst='configs/study/tst_pspnet_r18_r18-narrow_cityscapes_digits.py'),
 }
-# arm -> (what it is, config key in TASKS, --cfg-options on that config)
+# arm -> (what it is, config key in TASKS, --cfg-options on that config: a list, or a
+# function of the task giving one)
 ARMS = {
     'student': ('student alone', 'student', []),
     'random_aug': ('student + random augmenter policy (no teacher)', 'tst',
@@ -233,11 +234,13 @@ LEARNED_POLICY = {
 FROZEN_ST = ['train_cfg.augment_iters=[]', 'model.augmenter.gate_estimator=straight_through']
 
 
-def _policy_options(probabilities: Dict[str, float] = {},
-                    magnitudes: Dict[str, float] = {}) -> List[str]:
+def _policy_options(probabilities: Dict[str, float],
+                    magnitudes: Optional[Dict[str, float]] = None) -> List[str]:
+    """--cfg-options that start the policy at these values (op -> value in (0, 1))."""
     return [*(f'model.augmenter.op_cfgs.{op}.probability={p}'
               for op, p in probabilities.items()),
-            *(f'model.augmenter.op_cfgs.{op}.magnitude={m}' for op, m in magnitudes.items())]
+            *(f'model.augmenter.op_cfgs.{op}.magnitude={m}'
+              for op, m in (magnitudes or {}).items())]
 
 
 def _learned_policy_options(task: str) -> List[str]:
@@ -246,7 +249,6 @@ def _learned_policy_options(task: str) -> List[str]:
                            {op: m for op, (m, _) in policy.items() if m is not None})
 
 
-# arm -> (what it is, config key, options: a list, or task -> list)
 FIXED_POLICIES = {
     'kd_learned_st': ('KD + the learned policy (its pick\'s mean final policy, dev seeds '
                       '0-2) frozen from the start', 'tst',
