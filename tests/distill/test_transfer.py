@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from torch.autograd.function import once_differentiable
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
@@ -102,3 +103,26 @@ def test_transfer_needs_two_images(coco_digits):
     distiller = _distiller()
     with pytest.raises(ValueError, match='transfer needs at least 2 images.*batch_size'):
         distiller.augment_step(_batch(coco_digits, batch_size=1), _optim(distiller))
+
+
+class _OnceDifferentiable(torch.autograd.Function):
+    """The identity, with a backward that cannot itself be differentiated (as mmcv's
+    CUDA ops)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        return grad
+
+
+def test_transfer_names_a_loss_differentiable_once_only(coco_digits):
+    distiller = _distiller()
+    head = distiller.student.bbox_head.retina_cls
+    head.register_forward_hook(lambda module, args, out: _OnceDifferentiable.apply(out))
+    with pytest.raises(RuntimeError, match='transfer differentiates the student.s '
+                       'gradient.*differentiable once only.*sigmoid_focal_loss'):
+        distiller.augment_step(_batch(coco_digits), _optim(distiller))

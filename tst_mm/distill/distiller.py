@@ -1,6 +1,6 @@
 """TSTDistiller: a student, a frozen teacher and a learned augmenter in one model."""
-from contextlib import nullcontext
-from typing import Dict, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager, nullcontext
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -328,7 +328,8 @@ class TSTDistiller(BaseModel):
         with optim.optim_context(self.augmenter), frozen(self.student):
             terms, log_vars = self.augment_terms(self.data_preprocessor(data, True),
                                                  trained)
-        with bounded(self.augmenter, self.augmenter_param_bound):
+        with bounded(self.augmenter, self.augmenter_param_bound), \
+                _twice_differentiable('transfer' in terms):
             grad_norms, stepped = update_by_terms(optim, terms, self.augmenter,
                                                   self.augment_grad_balance)
         optim_wrapper['student'].zero_grad()
@@ -548,6 +549,23 @@ def _halves(data: dict) -> Tuple[dict, dict]:
     half = len(inputs) // 2
     return (dict(data, inputs=inputs[:half], data_samples=list(samples[:half])),
             dict(data, inputs=inputs[half:], data_samples=list(samples[half:])))
+
+
+@contextmanager
+def _twice_differentiable(needed: bool) -> Iterator[None]:
+    """Name the cause when the transfer term's double backward meets an op that is
+    differentiable once only (e.g. mmcv's CUDA ``sigmoid_focal_loss``)."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not needed or 'differentiate twice' not in str(error):
+            raise
+        raise RuntimeError(
+            'augment_loss_weights.transfer differentiates the student\'s gradient, and a '
+            'student or distillation loss here is differentiable once only '
+            f'({error}). On CUDA mmdet\'s FocalLoss calls mmcv\'s sigmoid_focal_loss '
+            'op, which is; use an objective without the transfer term, or losses that '
+            'are written in PyTorch operations') from error
 
 
 class _requiring_grad:
