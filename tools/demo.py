@@ -121,10 +121,10 @@ def summary_line(records: dict, seed: int,
         line += (f' The {len(diffs)}-seed study (docs/results.md): TST '
                  f'{statistics.mean(diffs):+.3f} ± {statistics.stdev(diffs):.3f} over KD '
                  'with the same augmentations drawn at random.')
+    second = {task: load(second_study, task) for task in ('det', 'seg')}
     confirmed = []
     for task, metric, name, learned in CONFIRMED:
-        diffs = paired(load(second_study, task), learned, RANDOM, metric,
-                       FIRST_FRESH_SEED)
+        diffs = paired(second[task], learned, RANDOM, metric, FIRST_FRESH_SEED)
         if len(diffs) > 1:
             confirmed.append(f'{statistics.mean(diffs):+.3f} ± '
                              f'{statistics.stdev(diffs):.3f} {name} ({task}, '
@@ -133,7 +133,7 @@ def summary_line(records: dict, seed: int,
         line += (' With a usable gradient (second study), the learned policy against the '
                  'same operations at random: ' + ', '.join(confirmed) + '.')
     task, metric, name, fixed, what = BEST_FIXED
-    diffs = paired(load(second_study, task), fixed, RANDOM, metric, FIRST_FRESH_SEED)
+    diffs = paired(second[task], fixed, RANDOM, metric, FIRST_FRESH_SEED)
     if len(diffs) > 1:
         line += (f' The best fixed policy found ({what}): {statistics.mean(diffs):+.3f} ± '
                  f'{statistics.stdev(diffs):.3f} {name} ({task}, {len(diffs)} seeds).')

@@ -323,8 +323,10 @@ class TSTDistiller(BaseModel):
                                'remove the augment phases (the policy then stays at its '
                                'initial, random state) or give a teacher')
         optim = optim_wrapper['augmenter']
-        # Measured before `frozen` turns them off: the weights a student step updates.
-        trained = [p for p in _unwrap(self.student).parameters() if p.requires_grad]
+        # Measured before `frozen` turns them off: the weights a student step updates
+        # (only the transfer term differentiates in them).
+        trained = [p for p in _unwrap(self.student).parameters() if p.requires_grad] \
+            if self.augment_loss_weights['transfer'] else []
         with optim.optim_context(self.augmenter), frozen(self.student):
             terms, log_vars = self.augment_terms(self.data_preprocessor(data, True),
                                                  trained)
@@ -568,17 +570,14 @@ def _twice_differentiable(needed: bool) -> Iterator[None]:
             'are written in PyTorch operations') from error
 
 
-class _requiring_grad:
+@contextmanager
+def _requiring_grad(params: Sequence[nn.Parameter]) -> Iterator[None]:
     """``requires_grad`` on for ``params`` inside ``with`` (the student, which
     :func:`frozen` froze, has its weight gradients taken by :meth:`_transfer`)."""
-
-    def __init__(self, params: Sequence[nn.Parameter]) -> None:
-        self.params = params
-
-    def __enter__(self) -> None:
-        for p in self.params:
-            p.requires_grad_(True)
-
-    def __exit__(self, *exc) -> None:
-        for p in self.params:
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in params:
             p.requires_grad_(False)
