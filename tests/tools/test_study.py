@@ -1,6 +1,7 @@
 """tools/study: both tasks, the teacher and the TST arm, shortened; a rerun redoes
 nothing; the report tabulates what the records hold. (The other arms are options on the
 TST config: test_distiller_e2e trains each.)"""
+import argparse
 import glob
 import json
 import os.path as osp
@@ -138,3 +139,29 @@ def test_report_compares_fixed_policies_with_the_random_one(tmp_path):
     assert '| kd_pixel_st − kd_random_aug_st | 3 | -5.000, -4.000, -6.000 | ' \
         '-5.000 ± 1.000 |' in held_out
     assert 'Does the policy matter more than the seed (dev, 3 arms' in dev
+
+
+def test_policy_arms_build_the_policy_their_options_name():
+    """Every arm that sets the policy's starting values (the fixed policies and the
+    runs that learn from one), on both tasks' TST configs, builds an augmenter whose
+    probabilities and magnitudes are those values: an op name or field the augmenter
+    does not know would make a silently different arm."""
+    from mmengine.config import Config, DictAction
+    from mmengine.registry import MODELS
+
+    study = _study_module()  # imports tst_mm, which registers the augmenters
+    parser = argparse.ArgumentParser()  # as tools/train.py reads --cfg-options
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    for task, spec in study.TASKS.items():
+        config = Config.fromfile(osp.join(REPO, spec['tst']))
+        for arm in (*study.FIXED_POLICIES, *study.LEARNED_FROM_GEOMETRIC):
+            options = study.ARMS[arm][2]
+            options = options(task) if callable(options) else options
+            cfg = config.copy()
+            cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+            policy = MODELS.build(cfg.model.augmenter).policy()
+            named = [o.split('=', 1) for o in options if '.op_cfgs.' in o]
+            assert named, arm
+            for key, value in named:
+                op, field = key.split('.')[-2:]
+                assert abs(policy[op][field] - float(value)) < 1e-6, (task, arm, key)

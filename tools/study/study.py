@@ -260,8 +260,34 @@ FIXED_POLICIES = {
     'kd_dense_st': ('KD + frozen policy, every probability 0.9', 'tst',
                     [*FROZEN_ST, *_policy_options(dict.fromkeys(
                         GEOMETRIC_OPS + PIXEL_OPS, 0.9))]),
+    # Is kd_geometric_st's lead on detection about which ops or how many? Each image
+    # draws 4 of the 14 ops: the random policy applies 2 of them (0.71 geometric),
+    # kd_geometric_st 0.84 (0.71 geometric). kd_sparse_st applies as few (0.84) in the
+    # random policy's mix; kd_geometric_dense_st keeps the pixel ops off and applies
+    # the geometric ones at 0.9 (1.29).
+    'kd_sparse_st': ('KD + frozen policy, every probability 0.21', 'tst',
+                     [*FROZEN_ST, *_policy_options(dict.fromkeys(
+                         GEOMETRIC_OPS + PIXEL_OPS, 0.21))]),
+    'kd_geometric_dense_st': ('KD + frozen policy, pixel ops nearly off (p 0.05), '
+                              'geometric ops at p 0.9', 'tst',
+                              [*FROZEN_ST, *_policy_options({
+                                  **dict.fromkeys(PIXEL_OPS, 0.05),
+                                  **dict.fromkeys(GEOMETRIC_OPS, 0.9)})]),
 }
 ARMS.update(FIXED_POLICIES)
+# Does learning add to the best fixed point, or take it away? The policy starts where
+# kd_geometric_st is frozen (its control here) and learns with each objective's recipe.
+GEOMETRIC_START = _policy_options(dict.fromkeys(PIXEL_OPS, 0.05))
+LEARNED_FROM_GEOMETRIC = {
+    'tst_signal_unit_from_geometric': (
+        'TST as tst_signal_unit (reference objective), the policy starting at '
+        'kd_geometric_st\'s', 'tst', [*SIGNAL, UNIT_STEP, *GEOMETRIC_START]),
+    'tst_transfer_512_from_geometric': (
+        'TST as tst_transfer_512 (look-ahead transfer), the policy starting at '
+        'kd_geometric_st\'s', 'tst', [*ARMS['tst_transfer_512'][2], *GEOMETRIC_START]),
+}
+TST_VARIANTS.update(LEARNED_FROM_GEOMETRIC)
+ARMS.update(LEARNED_FROM_GEOMETRIC)
 PREFIX = '[study]'
 
 
