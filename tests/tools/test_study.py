@@ -141,6 +141,32 @@ def test_report_compares_fixed_policies_with_the_random_one(tmp_path):
     assert 'Does the policy matter more than the seed (dev, 3 arms' in dev
 
 
+def test_report_confirms_variants_on_fresh_seeds_and_against_their_start(tmp_path):
+    """Variants are confirmed on the held-out images of the seeds no choice was made
+    on (3 and up); a policy learned from kd_geometric_st's start is also compared
+    with that start, frozen."""
+    metric = 'coco/bbox_mAP'
+    (tmp_path / 'det').mkdir()
+    table = {'kd_random_aug_st': 0.10, 'kd_geometric_st': 0.11,
+             'tst_signal_unit_from_geometric': 0.13}
+    for arm, value in table.items():
+        for seed in range(5):
+            with open(tmp_path / 'det' / f'{arm}_seed{seed}.json', 'w') as f:
+                json.dump(dict(arm=arm, seed=seed, seconds=10, augment_seconds=0,
+                               dev={metric: value + seed / 100},
+                               heldout={metric: value + seed / 100 + (seed > 2) / 100
+                                        * (arm == 'tst_signal_unit_from_geometric')}),
+                          f)
+    report = run([sys.executable, REPORT, '--results', '.'], tmp_path).stdout
+    dev, confirmation = report.split('Confirmation: the variants on fresh seeds')
+    assert '| tst_signal_unit_from_geometric − kd_geometric_st | 5 | +0.020, +0.020, ' \
+        '+0.020, +0.020, +0.020 | +0.020 ± 0.000 |' in dev
+    assert '| tst_signal_unit_from_geometric − kd_random_aug_st | 2 | +0.040, +0.040 | ' \
+        '+0.040 ± 0.000 |' in confirmation
+    assert '| tst_signal_unit_from_geometric − kd_geometric_st | 2 | +0.030, +0.030 | ' \
+        '+0.030 ± 0.000 |' in confirmation
+
+
 def test_policy_arms_build_the_policy_their_options_name():
     """Every arm that sets the policy's starting values (the fixed policies and the
     runs that learn from one), on both tasks' TST configs, builds an augmenter whose

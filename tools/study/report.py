@@ -15,13 +15,16 @@ import os.path as osp
 import statistics
 import sys
 from collections import defaultdict
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from study import ARMS, FIXED_POLICIES, TASKS, TST_VARIANTS  # noqa: E402
+from study import (ARMS, FIXED_POLICIES, LEARNED_FROM_GEOMETRIC, TASKS,  # noqa: E402
+                   TST_VARIANTS)
 
 CONTRASTS = (('tst', 'kd_random_aug'), ('tst', 'kd'), ('kd', 'student'),
              ('kd_random_aug', 'kd'), ('random_aug', 'student'))
+# Variants are chosen on the dev images of these seeds; the others are fresh.
+DEV_SEEDS = (0, 1, 2)
 
 
 def mean_std(values: List[float]) -> str:
@@ -75,12 +78,23 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
     variants += [(arm, 'kd_random_aug_st') for arm in TST_VARIANTS
                  if arm.startswith('tst') and _straight_through(arm) and arm in runs
                  and 'kd_random_aug_st' in runs]
+    # A policy learned from a fixed start is also compared with that start, frozen.
+    variants += [(arm, 'kd_geometric_st') for arm in LEARNED_FROM_GEOMETRIC
+                 if arm in runs and 'kd_geometric_st' in runs]
     if variants:
         lines += ['', 'The variants, per-seed differences on the dev images:', '',
                   '| difference | seeds | per seed | mean ± std |',
                   '| --- | --- | --- | --- |']
         lines += differences(runs, metric, [('tst', 'kd_random_aug'), *variants], 'dev')
         lines += arm_effect(runs, metric, ['kd_random_aug', 'tst', *TST_VARIANTS], 'dev')
+        confirmed = differences(runs, metric, variants, 'heldout',
+                                lambda seed: seed not in DEV_SEEDS)
+        if confirmed:
+            lines += ['', 'Confirmation: the variants on fresh seeds (not '
+                      f'{", ".join(map(str, DEV_SEEDS))}, on which the choices were '
+                      'made), per-seed differences on the held-out images:', '',
+                      '| difference | seeds | per seed | mean ± std |',
+                      '| --- | --- | --- | --- |', *confirmed]
     lines += fixed_policies(task, runs, metric, lines[2:4])
     lines += policy_table(runs, ['tst', *TST_VARIANTS])
     gaps = [abs(r['dev'][metric] - r['heldout'][metric])
@@ -152,12 +166,13 @@ def policy_table(runs: Dict[str, Dict[int, dict]], arms: List[str]) -> List[str]
     return lines
 
 
-def differences(runs: Dict[str, Dict[int, dict]], metric: str, pairs, split: str
-                ) -> List[str]:
-    """Table rows of ``a - b`` per seed on ``split``, for the seeds both arms ran."""
+def differences(runs: Dict[str, Dict[int, dict]], metric: str, pairs, split: str,
+                keep: Callable[[int], bool] = lambda seed: True) -> List[str]:
+    """Table rows of ``a - b`` per seed on ``split``, for the seeds both arms ran
+    (those ``keep`` accepts)."""
     lines = []
     for a, b in pairs:
-        seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        seeds = sorted(s for s in set(runs.get(a, {})) & set(runs.get(b, {})) if keep(s))
         if not seeds:
             continue
         diffs = [runs[a][s][split][metric] - runs[b][s][split][metric] for s in seeds]

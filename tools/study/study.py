@@ -189,6 +189,16 @@ TST_VARIANTS = {
                           'optim_wrapper.augmenter.accumulative_counts=64',
                           'train_cfg.augment_steps=192',
                           'optim_wrapper.augmenter.optimizer.lr=0.5']),
+    # Its policy still turns with the student from phase to phase (docs/results.md):
+    # momentum 0.7 across its 9 updates keeps what the phases agree on and lets the
+    # rest cancel (a step of up to 1.67 along a direction that persists).
+    'tst_transfer_512_momentum': ('TST as tst_transfer_512, momentum 0.7 across updates '
+                                  'and phases', 'tst',
+                                  [*SIGNAL, UNIT_STEP, *TRANSFER_OBJECTIVE,
+                                   'optim_wrapper.augmenter.accumulative_counts=64',
+                                   'train_cfg.augment_steps=192',
+                                   'optim_wrapper.augmenter.optimizer.lr=0.5',
+                                   'optim_wrapper.augmenter.optimizer.momentum=0.7']),
     # The control for the variants above: the frozen random policy drawn through the
     # straight-through gates (hard Bernoulli, as the relaxed gates at 0.05 nearly are).
     'kd_random_aug_st': ('KD + frozen random policy, straight-through gates', 'tst',
