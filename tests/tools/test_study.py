@@ -143,7 +143,7 @@ def test_report_compares_fixed_policies_with_the_random_one(tmp_path):
 
 def test_report_confirms_variants_on_fresh_seeds_and_against_their_start(tmp_path):
     """Variants are confirmed on the held-out images of the seeds no choice was made
-    on (3 and up); a policy learned from kd_geometric_st's start is also compared
+    on (3 and up); a policy learned from a fixed policy's start is also compared
     with that start, frozen."""
     metric = 'coco/bbox_mAP'
     (tmp_path / 'det').mkdir()
@@ -180,7 +180,7 @@ def test_policy_arms_build_the_policy_their_options_name():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     for task, spec in study.TASKS.items():
         config = Config.fromfile(osp.join(REPO, spec['tst']))
-        for arm in (*study.FIXED_POLICIES, *study.LEARNED_FROM_GEOMETRIC):
+        for arm in (*study.FIXED_POLICIES, *study.LEARNED_FROM_FIXED):
             options = study.ARMS[arm][2]
             options = options(task) if callable(options) else options
             cfg = config.copy()

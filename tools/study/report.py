@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Callable, Dict, List
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from study import (ARMS, FIXED_POLICIES, LEARNED_FROM_GEOMETRIC, TASKS,  # noqa: E402
+from study import (ARMS, FIXED_POLICIES, LEARNED_FROM_FIXED, TASKS,  # noqa: E402
                    TST_VARIANTS)
 
 CONTRASTS = (('tst', 'kd_random_aug'), ('tst', 'kd'), ('kd', 'student'),
@@ -79,8 +79,8 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
                  if arm.startswith('tst') and _straight_through(arm) and arm in runs
                  and 'kd_random_aug_st' in runs]
     # A policy learned from a fixed start is also compared with that start, frozen.
-    variants += [(arm, 'kd_geometric_st') for arm in LEARNED_FROM_GEOMETRIC
-                 if arm in runs and 'kd_geometric_st' in runs]
+    variants += [(arm, start) for arm, (_, start) in LEARNED_FROM_FIXED.items()
+                 if arm in runs and start in runs]
     if variants:
         lines += ['', 'The variants, per-seed differences on the dev images:', '',
                   '| difference | seeds | per seed | mean ± std |',

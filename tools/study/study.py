@@ -285,19 +285,18 @@ FIXED_POLICIES = {
                                   **dict.fromkeys(GEOMETRIC_OPS, 0.9)})]),
 }
 ARMS.update(FIXED_POLICIES)
-# Does learning add to the best fixed point, or take it away? The policy starts where
-# kd_geometric_st is frozen (its control here) and learns with each objective's recipe.
-GEOMETRIC_START = _policy_options(dict.fromkeys(PIXEL_OPS, 0.05))
-LEARNED_FROM_GEOMETRIC = {
-    'tst_signal_unit_from_geometric': (
-        'TST as tst_signal_unit (reference objective), the policy starting at '
-        'kd_geometric_st\'s', 'tst', [*SIGNAL, UNIT_STEP, *GEOMETRIC_START]),
-    'tst_transfer_512_from_geometric': (
-        'TST as tst_transfer_512 (look-ahead transfer), the policy starting at '
-        'kd_geometric_st\'s', 'tst', [*ARMS['tst_transfer_512'][2], *GEOMETRIC_START]),
+# Does learning add to a fixed point, or take it away? Each arm learns with the recipe
+# of a variant above, its policy starting where a fixed policy is frozen (its control).
+LEARNED_FROM_FIXED = {  # arm -> (recipe, fixed policy it starts at)
+    'tst_signal_unit_from_geometric': ('tst_signal_unit', 'kd_geometric_st'),
+    'tst_transfer_512_from_geometric': ('tst_transfer_512', 'kd_geometric_st'),
+    'tst_signal_unit_from_geometric_dense': ('tst_signal_unit', 'kd_geometric_dense_st'),
 }
-TST_VARIANTS.update(LEARNED_FROM_GEOMETRIC)
-ARMS.update(LEARNED_FROM_GEOMETRIC)
+for _arm, (_recipe, _start) in LEARNED_FROM_FIXED.items():
+    TST_VARIANTS[_arm] = (
+        f'TST as {_recipe}, the policy starting at {_start}\'s', 'tst',
+        [*ARMS[_recipe][2], *(o for o in FIXED_POLICIES[_start][2] if o not in FROZEN_ST)])
+    ARMS[_arm] = TST_VARIANTS[_arm]
 PREFIX = '[study]'
 
 
