@@ -97,6 +97,8 @@ CONFIRMED = (('det', 'coco/bbox_mAP', 'mAP', 'tst_signal_unit'),
 RANDOM, FIRST_FRESH_SEED = 'kd_random_aug_st', 3
 # The third round: the best fixed policy found by hand (chosen on the same dev seeds).
 BEST_FIXED = ('det', 'coco/bbox_mAP', 'mAP', 'kd_geometric_st', 'the pixel operations off')
+# The fourth round: the second study's recipe learning from that fixed policy's start.
+LEARNED_FROM_BEST = 'tst_signal_unit_from_geometric'
 
 
 def paired(runs: dict, arm: str, control: str, metric: str, min_seed: int = 0) -> list:
@@ -137,6 +139,12 @@ def summary_line(records: dict, seed: int,
     if len(diffs) > 1:
         line += (f' The best fixed policy found ({what}): {statistics.mean(diffs):+.3f} ± '
                  f'{statistics.stdev(diffs):.3f} {name} ({task}, {len(diffs)} seeds).')
+    diffs = paired(second[task], LEARNED_FROM_BEST, RANDOM, metric, FIRST_FRESH_SEED)
+    if len(diffs) > 1:
+        ahead = sum(d > 0 for d in diffs)
+        line += (f' The policy learned from that start: {statistics.mean(diffs):+.3f} ± '
+                 f'{statistics.stdev(diffs):.3f} {name} ({task}, {ahead} of {len(diffs)} '
+                 'seeds ahead).')
     return line
 
 
