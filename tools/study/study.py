@@ -90,6 +90,9 @@ UNIT_STEP = 'optim_wrapper.augmenter.optimizer.type=NormalizedSGD'
 TRANSFER_OBJECTIVE = ['model.augment_loss_weights.teacher=0.0',
                       'model.augment_loss_weights.student_inverse=0.0',
                       'model.augment_loss_weights.transfer=1.0']
+TRANSFER_512 = [*SIGNAL, UNIT_STEP, *TRANSFER_OBJECTIVE,
+                'optim_wrapper.augmenter.accumulative_counts=64', 'train_cfg.augment_steps=192',
+                'optim_wrapper.augmenter.optimizer.lr=0.5']
 TST_VARIANTS = {
     'tst_lr0.1': ('TST, augmenter lr 0.1 (10x)', 'tst',
                   ['optim_wrapper.augmenter.optimizer.lr=0.1']),
@@ -184,20 +187,13 @@ TST_VARIANTS = {
     # cosine of 0.3-0.5 between estimates: 512 images per update (3 updates of 0.5 per
     # phase of 192 steps).
     'tst_transfer_512': ('TST, look-ahead transfer, straight-through gates, 512 images '
-                         'per update, steps of 0.5 (NormalizedSGD)', 'tst',
-                         [*SIGNAL, UNIT_STEP, *TRANSFER_OBJECTIVE,
-                          'optim_wrapper.augmenter.accumulative_counts=64',
-                          'train_cfg.augment_steps=192',
-                          'optim_wrapper.augmenter.optimizer.lr=0.5']),
+                         'per update, steps of 0.5 (NormalizedSGD)', 'tst', TRANSFER_512),
     # Its policy still turns with the student from phase to phase (docs/results.md):
     # momentum 0.7 across its 9 updates keeps what the phases agree on and lets the
     # rest cancel (a step of up to 1.67 along a direction that persists).
     'tst_transfer_512_momentum': ('TST as tst_transfer_512, momentum 0.7 across updates '
                                   'and phases', 'tst',
-                                  [*SIGNAL, UNIT_STEP, *TRANSFER_OBJECTIVE,
-                                   'optim_wrapper.augmenter.accumulative_counts=64',
-                                   'train_cfg.augment_steps=192',
-                                   'optim_wrapper.augmenter.optimizer.lr=0.5',
+                                  [*TRANSFER_512,
                                    'optim_wrapper.augmenter.optimizer.momentum=0.7']),
     # The control for the variants above: the frozen random policy drawn through the
     # straight-through gates (hard Bernoulli, as the relaxed gates at 0.05 nearly are).
