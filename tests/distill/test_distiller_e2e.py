@@ -48,7 +48,8 @@ def test_iter_loop_alternates(workspace):
     summaries = [line for line in out.splitlines()
                  if 'share of the augmenter gradient: teacher' in line]
     assert len(summaries) == 2 and all('student_inverse' in line for line in summaries)
-    assert all(re.search(r'\(1 steps in [0-9.]+ s;', line) for line in summaries)
+    assert all(re.search(r'\(1 steps in [0-9.]+ s, [0-9.]+ s a step;', line)
+               for line in summaries)
     # ... also for the visualizer, at the student iteration the phase precedes ...
     records = [json.loads(line) for path in glob.glob(str(
         workspace / 'run' / '*' / 'vis_data' / 'scalars.json')) for line in open(path)]
@@ -125,11 +126,14 @@ def test_resume_inside_an_augment_phase(workspace, steps):
     phase = ['--cfg-options', f'train_cfg.augment_steps={steps}',
              'train_cfg.augment_checkpoint_interval=1']
     straight, resumed = workspace / 'straight', workspace / 'resumed'
-    train(TST_TINY, straight, workspace, *phase)
+    # No regular checkpoint after the phase: its last checkpoint stays the newest, and
+    # on disk (as in a run stopped before the next one; a newer one removes it).
+    train(TST_TINY, straight, workspace, *phase, 'default_hooks.checkpoint.interval=5',
+          'default_hooks.checkpoint.save_last=False')
     last = steps - 1
-    ckpt = straight / f'augment_iter_2_step_{last}.pth'
+    ckpt = straight / f'augment_before_iter_3_step_{last}.pth'
     assert osp.isfile(ckpt)
-    assert not osp.exists(straight / f'augment_iter_2_step_{last - 1}.pth')  # kept: 1
+    assert not osp.exists(straight / f'augment_before_iter_3_step_{last - 1}.pth')  # kept: 1
     out = train(TST_TINY, resumed, workspace, '--resume', str(ckpt), *phase).stdout
     assert f'TST augment phase before iteration 3: resuming after step {last}' in out
     assert f'TST augment phase before iteration 3: step {steps}/{steps}' in out
@@ -197,11 +201,14 @@ def test_epoch_loop_resumes_exactly_inside_a_two_pass_augment_phase(workspace):
     phase = ['--cfg-options', 'train_cfg.augment_passes=2',
              'train_cfg.augment_checkpoint_interval=5']
     straight, resumed = workspace / 'straight', workspace / 'resumed'
-    out = train(EPOCH_RECORD, straight, workspace, *phase).stdout
+    # No epoch_2.pth to supersede (and remove) the phase's checkpoint.
+    out = train(EPOCH_RECORD, straight, workspace, *phase,
+                'default_hooks.checkpoint.save_last=False',
+                'default_hooks.checkpoint.interval=3').stdout
     assert 'TST augment phase before epoch 2: 8 augmenter steps' in out
     assert 'TST augment phase before epoch 2: step 8/8' in out
     assert_phases(read_probe(straight)['records'], augment_before=[4])
-    ckpt = straight / 'augment_epoch_1_step_5.pth'
+    ckpt = straight / 'augment_before_epoch_2_step_5.pth'
     out = train(EPOCH_RECORD, resumed, workspace, '--resume', str(ckpt), *phase).stdout
     assert 'TST augment phase before epoch 2: resuming after step 5' in out
     assert 'TST augment phase before epoch 2: step 8/8' in out

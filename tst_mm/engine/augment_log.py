@@ -33,7 +33,7 @@ class AugmentPhaseLog:
     Args:
         name (str): How the log names the phase, e.g. ``'before iteration 1'``.
         timed (bool): Say how long the phase took, from this object's creation to its
-            summary (False for steps interleaved with student steps).
+            summary, and per step (False for steps interleaved with student steps).
             Defaults to True.
     """
 
@@ -53,8 +53,9 @@ class AugmentPhaseLog:
     def summary(self) -> Tuple[str, Dict[str, float]]:
         """One log line and the scalars for the visualizer (``augment/...``)."""
         rows = torch.stack(self.steps).cpu()  # waits for the last step: time it after
-        took = '' if self.started is None else \
-            f' in {time.perf_counter() - self.started:.1f} s'
+        elapsed = None if self.started is None else time.perf_counter() - self.started
+        took = '' if elapsed is None else \
+            f' in {elapsed:.1f} s, {elapsed / len(self.steps):.4f} s a step'
         finite = rows.isfinite().all(1)
         skipped, rows = int((~finite).sum()), rows[finite]
         if not len(rows):

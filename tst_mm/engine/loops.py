@@ -10,7 +10,9 @@ rate schedule and the checkpoint interval are the same as without TST. A long au
 phase (a pass over COCO) can checkpoint itself every ``augment_checkpoint_interval``
 steps; ``--resume`` from such a checkpoint continues the phase where it stopped.
 Each phase ends with one summary line: the objective's terms and each term's share of
-the augmenter's gradient (:mod:`tst_mm.engine.augment_log`).
+the augmenter's gradient (:mod:`tst_mm.engine.augment_log`). Its progress lines, the
+student's timings and ETA around phases, and the intra-phase checkpoint files:
+:mod:`tst_mm.engine.progress`.
 
 Augment phases draw their batches from a second dataloader over the same dataset, with
 its own sampler seed (and its own workers): the student's batches are then exactly
@@ -19,8 +21,8 @@ randomness when ``num_workers > 0``), so a TST run and its plain-KD control see 
 same data.
 """
 import copy
-import os
 import os.path as osp
+import time
 from typing import Iterable, Iterator, Optional, Sequence
 
 from mmengine.logging import print_log
@@ -31,6 +33,10 @@ from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import DataLoader
 
 from ..distill.nonfinite import AUGMENT_STEP_KEY
+from .progress import (PHASE_CKPT_KEY, STEP_TIME_KEY, AugmentProgressHook,
+                       augment_step_time, checkpoint_target, format_eta,
+                       phase_checkpoint_name, remove_phase_checkpoint,
+                       restart_iter_timers)
 from .augment_log import AugmentPhaseLog
 from .rng_state import RNGStateHook
 
@@ -122,9 +128,14 @@ class _AlternationMixin:
 
     def _interval_augment_step(self, data_batch: Sequence[dict]) -> None:
         """Iteration-level alternation: one augmenter step, summarised every
-        ``LOG_EVERY`` such steps."""
+        ``LOG_EVERY`` such steps. Its time is not the student iteration's: it goes to
+        the ETA (:mod:`tst_mm.engine.progress`)."""
+        started = time.perf_counter()
         self._interval_log.add(self._augment_step(
             data_batch, f'the augmenter step before iteration {self._iter + 1}'))
+        took = time.perf_counter() - started
+        self._progress_hook().add_interval_step(took)
+        restart_iter_timers(self.runner, by=took)
         if len(self._interval_log.steps) == LOG_EVERY:
             self._log_summary(self._interval_log)
             self._interval_log = AugmentPhaseLog('every-k steps', timed=False)
@@ -133,6 +144,14 @@ class _AlternationMixin:
         line, scalars = phase_log.summary()
         print_log(line, logger='current')
         self.runner.visualizer.add_scalars(scalars, step=self.runner.iter)
+
+    def _progress_hook(self) -> AugmentProgressHook:
+        """The hook that counts the augmenter steps to come in the student's ETA
+        (registered at the first call: the start of ``run``)."""
+        if getattr(self, '_progress', None) is None:
+            self._progress = AugmentProgressHook(self)
+            self.runner.register_hook(self._progress)
+        return self._progress
 
     def _steps_done(self, phase: str) -> int:
         """Augmenter steps of ``phase`` a resumed run had already taken (else 0)."""
@@ -144,53 +163,85 @@ class _AlternationMixin:
         """``num_steps`` augmenter steps on ``batches``; ``phase`` names this phase in
         checkpoints, ``where`` in the log."""
         done = self._steps_done(phase)
+        step_time, source = augment_step_time(self.runner)
+        expected = '' if step_time is None else \
+            f' (eta {format_eta((num_steps - done) * step_time)} at ' \
+            f'{step_time:.4f} s a step, {source})'
         if done:
             # Resumed inside this phase: skip the batches it used, then continue the
             # random stream the checkpoint saved (the optimizer state came with it).
             for _ in range(done):
                 next(batches)
             self.rng_hook.restore()
-            print_log(f'TST augment phase {where}: resuming after step {done}',
+            print_log(f'TST augment phase {where}: resuming after step {done}{expected}',
                       logger='current')
         else:
             self._reset_augmenter_optimizer()
-            print_log(f'TST augment phase {where}: {num_steps} augmenter steps',
+            print_log(f'TST augment phase {where}: {num_steps} augmenter steps{expected}',
                       logger='current')
         self.runner.model.train()
         phase_log = AugmentPhaseLog(where)
+        started = window_start = time.perf_counter()
+        data_time, window_steps = 0.0, 0
         for step in range(done + 1, num_steps + 1):
-            outputs = self._augment_step(next(batches),
+            loading = time.perf_counter()
+            data_batch = next(batches)
+            data_time += time.perf_counter() - loading
+            outputs = self._augment_step(data_batch,
                                          f'augment phase {where}, step {step}/{num_steps}')
             phase_log.add(outputs)
+            window_steps += 1
             self.runner.message_hub.update_info(PROGRESS_KEY, dict(phase=phase, steps=step))
             if step % LOG_EVERY == 0 or step == num_steps:
+                # As LoggerHook's lines: ETA, then the means over the steps since the
+                # last line (reading the losses waits for the last step to finish).
                 losses = ', '.join(f'{k}: {float(v):.4f}' for k, v in outputs.items())
+                now = time.perf_counter()
+                eta = (now - started) / (step - done) * (num_steps - step)
                 print_log(f'TST augment phase {where}: step {step}/{num_steps}  '
-                          f'{losses}', logger='current')
+                          f'eta: {format_eta(eta)}  '
+                          f'time: {(now - window_start) / window_steps:.4f}  '
+                          f'data_time: {data_time / window_steps:.4f}  {losses}',
+                          logger='current')
+                window_start, data_time, window_steps = now, 0.0, 0
             interval = self.augment_checkpoint_interval
             if interval and step % interval == 0 and step < num_steps:
-                self._save_phase_checkpoint(phase, step)
+                self._save_phase_checkpoint(phase, step, num_steps, where)
         self.runner.message_hub.update_info(PROGRESS_KEY, None)
         if phase_log.steps:
             self._log_summary(phase_log)
+            # What the phases to come are expected to take, per step (for the ETA).
+            self.runner.message_hub.update_info(
+                STEP_TIME_KEY,
+                (time.perf_counter() - started) / len(phase_log.steps))
+        # The next student iteration's `time` and `data_time` are its own.
+        restart_iter_timers(self.runner)
 
-    def _save_phase_checkpoint(self, phase: str, step: int) -> None:
-        """Checkpoint inside a phase, keeping only the newest such file."""
+    def _save_phase_checkpoint(self, phase: str, step: int, num_steps: int,
+                               where: str) -> None:
+        """Checkpoint inside a phase, removing the previous one (see
+        :mod:`tst_mm.engine.progress` for when the last one goes)."""
         runner = self.runner
-        filename = f'augment_{phase}_step_{step}.pth'
+        hub = runner.message_hub
+        out_dir, backend, storage = checkpoint_target(runner)
+        filename = phase_checkpoint_name(phase, step)
+        path = backend.join_path(out_dir, filename)
+        print_log(f'Saving checkpoint at step {step}/{num_steps} of the TST augment phase '
+                  f'{where}: {filename}', logger='current')
+        previous = hub.get_info(PHASE_CKPT_KEY)
+        # The newest checkpoint, as CheckpointHook records its own before saving it (a
+        # non-finite loss's error names it; the file's message hub holds its own path).
+        hub.update_info('last_ckpt', path)
+        hub.update_info(PHASE_CKPT_KEY, path)
         # Taken between student steps: no completed step or epoch to count past.
-        runner.save_checkpoint(runner.work_dir, filename,
-                               meta=dict(epoch=runner.epoch, iter=runner.iter))
-        # The newest checkpoint, as CheckpointHook records its own (a non-finite
-        # loss's error names it).
-        runner.message_hub.update_info('last_ckpt', osp.join(runner.work_dir, filename))
+        runner.save_checkpoint(out_dir, filename,
+                               meta=dict(epoch=runner.epoch, iter=runner.iter), **storage)
+        if previous != path:
+            remove_phase_checkpoint(runner, previous)
         if runner.rank == 0:
-            previous, self._phase_checkpoint = self._phase_checkpoint, filename
-            if previous and osp.isfile(osp.join(runner.work_dir, previous)):
-                os.remove(osp.join(runner.work_dir, previous))
             # What `--resume` without a path picks up, as CheckpointHook records it.
             with open(osp.join(runner.work_dir, 'last_checkpoint'), 'w') as f:
-                f.write(osp.join(runner.work_dir, filename))
+                f.write(path)
 
 
 @LOOPS.register_module()
@@ -231,6 +282,7 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
         self._setup_tst(dataloader_cfg, augment_interval, augment_checkpoint_interval)
 
     def run(self):
+        self._progress_hook()
         if not self._steps_done(f'epoch_{self._epoch}'):
             self.rng_hook.restore()  # else once the phase has skipped its used batches
         return super().run()
@@ -313,6 +365,7 @@ class TSTIterBasedTrainLoop(_AlternationMixin, IterBasedTrainLoop):
         return self.augment_steps * sum(1 for p in self.augment_iters if p < iteration)
 
     def run(self):
+        self._progress_hook()
         self.runner.call_hook('before_train')
         self.runner.call_hook('before_train_epoch')
         if self._iter > 0:
