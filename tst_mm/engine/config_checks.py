@@ -1,0 +1,53 @@
+"""What a TST train loop checks of the Runner's configs when it is built.
+
+mmengine's ``Runner.train()`` builds the train loop first, then the optimizer wrappers,
+then the parameter schedulers: while the loop is built, ``runner.optim_wrapper`` and
+``runner.param_schedulers`` are still configs. A mistake a student's own config brings
+along (its single ``optim_wrapper``, its plain ``param_scheduler`` list) is reported or
+corrected here, before anything is built or trained, instead of surfacing as a raw
+mmengine error at the first step.
+"""
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+
+from .optim_constructor import PHASES
+
+TST_OPTIM_WRAPPER = """\
+optim_wrapper = dict(constructor='TSTOptimWrapperConstructor',
+                     student=dict(type='OptimWrapper',  # the student's own wrapper
+                                  optimizer=dict(type='SGD', lr=0.01)),
+                     augmenter=dict(type='OptimWrapper',
+                                    optimizer=dict(type='SGD', lr=0.01, momentum=0.9),
+                                    clip_grad=dict(max_norm=20)))
+(add `_delete_=True` where a base config defines optim_wrapper)"""
+
+
+def check_optim_wrapper(optim_wrapper) -> None:
+    """Raises if ``optim_wrapper`` (a config, or built) cannot give TST its two
+    wrappers, ``student`` and ``augmenter``.
+
+    Raises:
+        ValueError: A single wrapper (a config with ``optimizer``), or wrapper
+            configs keyed by name without a ``constructor``.
+    """
+    if isinstance(optim_wrapper, OptimWrapperDict):
+        problem = None if set(PHASES) <= set(optim_wrapper.keys()) else \
+            f'is an OptimWrapperDict with keys {sorted(optim_wrapper.keys())}'
+    elif isinstance(optim_wrapper, OptimWrapper):
+        problem = 'is one optimizer wrapper'
+    elif not isinstance(optim_wrapper, dict):
+        problem = None  # mmengine's Runner says what it accepts
+    elif set(PHASES) & set(optim_wrapper) and 'optimizer' in optim_wrapper:
+        single = sorted(set(optim_wrapper) - set(PHASES) - {'constructor'})
+        problem = (f'mixes a single wrapper\'s keys {single} (merged from a base '
+                   'config) with student / augmenter')
+    elif 'optimizer' in optim_wrapper:
+        problem = ('has one optimizer (`optimizer=...`: a single wrapper, e.g. the '
+                   "student's config's own)")
+    elif 'constructor' not in optim_wrapper:
+        # mmengine would only accept built wrappers here ("each item mush be ...").
+        problem = 'has no `constructor`, which mmengine needs to build two wrappers'
+    else:
+        problem = None  # TSTOptimWrapperConstructor (or the user's own) checks the rest
+    if problem:
+        raise ValueError(f'optim_wrapper {problem}; TSTDistiller trains two, the '
+                         f'student and the augmenter. Write:\n{TST_OPTIM_WRAPPER}')
