@@ -1,6 +1,6 @@
 """A new user's config mistakes, caught when mmengine's Runner builds a TST loop
 (issue 29): the student's single optimizer wrapper kept, two wrappers without the
-constructor.
+constructor, a plain param_scheduler list.
 
 Real builds through ``Runner.from_cfg`` of the tiny TST RetinaNet; the loop is built
 first in ``Runner.train()``, so a rejected config stops before any training."""
@@ -49,3 +49,36 @@ def test_an_optim_wrapper_that_is_not_tsts_fails_at_build(workspace, monkeypatch
     assert problem in message and SHOWN in message
     assert 'student=dict(' in message and 'augmenter=dict(' in message
     assert isinstance(runner.optim_wrapper, dict)  # a config still: nothing was built
+
+
+def test_a_plain_scheduler_list_schedules_the_student_only(workspace, monkeypatch,
+                                                           capsys):
+    """mmengine would give each of the two wrappers the list: the augmenter's learning
+    rate would follow the student's schedule. It is the student's only, said once."""
+    warmup = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
+    runner = tiny_runner(workspace, monkeypatch,
+                         {'train_cfg.max_iters': 1, 'train_cfg.augment_iters': [0]},
+                         param_scheduler=warmup)
+    runner.train()
+    assert [type(s).__name__ for s in runner.param_schedulers['student']] == ['LinearLR']
+    assert runner.param_schedulers['augmenter'] == []
+    lrs = runner.optim_wrapper.get_lr()
+    assert lrs['augmenter.lr'] == [0.01]  # as configured
+    assert 0.001 < lrs['student.lr'][0] < 0.01  # warming up
+    out = capsys.readouterr().out
+    assert out.count('param_scheduler is one list for two optimizer wrappers') == 1
+    assert 'param_scheduler = dict(student=[...], augmenter=[...])' in out
+
+
+def test_a_keyed_scheduler_dict_gets_the_missing_wrapper_and_names_a_wrong_key(
+        workspace, monkeypatch):
+    runner = tiny_runner(workspace, monkeypatch,
+                         param_scheduler=dict(student=[dict(type='ConstantLR')]))
+    runner.train_loop  # noqa: B018  (builds the loop, as Runner.train() does first)
+    assert runner.param_schedulers == dict(student=[dict(type='ConstantLR')],
+                                           augmenter=[])
+    runner = tiny_runner(workspace, monkeypatch,
+                         param_scheduler=dict(student=[], augmentor=[]))
+    with pytest.raises(ValueError, match=r"\['augmentor'\].*student=\[\.\.\.\], "
+                                         r"augmenter=\[\.\.\.\]"):
+        runner.train_loop  # noqa: B018

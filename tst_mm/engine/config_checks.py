@@ -7,6 +7,7 @@ along (its single ``optim_wrapper``, its plain ``param_scheduler`` list) is repo
 corrected here, before anything is built or trained, instead of surfacing as a raw
 mmengine error at the first step.
 """
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
 from .optim_constructor import PHASES
@@ -51,3 +52,31 @@ def check_optim_wrapper(optim_wrapper) -> None:
     if problem:
         raise ValueError(f'optim_wrapper {problem}; TSTDistiller trains two, the '
                          f'student and the augmenter. Write:\n{TST_OPTIM_WRAPPER}')
+
+
+def schedulers_per_wrapper(param_scheduler):
+    """``param_scheduler`` keyed by wrapper: a plain list (or one scheduler) is the
+    student's, said in one log line; a keyed dict gets ``[]`` for a wrapper it leaves
+    out.
+
+    mmengine gives a plain list to *every* wrapper of an ``OptimWrapperDict``: the
+    augmenter's learning rate would follow the student's schedule (warm-up, steps).
+
+    Raises:
+        ValueError: A keyed dict with a key other than ``student`` / ``augmenter``.
+    """
+    if param_scheduler is None:
+        return None
+    keyed = isinstance(param_scheduler, dict) and 'type' not in param_scheduler
+    if not keyed:  # mmengine's test for a keyed dict, in Runner.build_param_scheduler
+        print_log('TST: param_scheduler is one list for two optimizer wrappers; it '
+                  "schedules the student's only, the augmenter keeps its learning rate "
+                  '(write param_scheduler = dict(student=[...], augmenter=[...]) to '
+                  'schedule both)', logger='current')
+        return dict(student=param_scheduler, augmenter=[])
+    unknown = sorted(set(param_scheduler) - set(PHASES))
+    if unknown:
+        raise ValueError(f'param_scheduler has keys {unknown}; TST has two optimizer '
+                         'wrappers: param_scheduler = dict(student=[...], '
+                         'augmenter=[...]) (or one plain list: the student\'s)')
+    return {phase: param_scheduler.get(phase, []) for phase in PHASES}

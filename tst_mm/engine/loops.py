@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from ..distill.nonfinite import AUGMENT_STEP_KEY
 from .augment_log import AugmentPhaseLog
-from .config_checks import check_optim_wrapper
+from .config_checks import check_optim_wrapper, schedulers_per_wrapper
 from .rng_state import RNGStateHook
 
 LOG_EVERY = 50  # augmenter steps between progress lines in a long augment phase
@@ -71,7 +71,9 @@ class _AlternationMixin:
                             f'`augment_step`), got {type(model).__name__}')
         # Runner.train() builds this loop before the optimizer wrappers and the
         # schedulers: their configs can still be checked and corrected.
-        check_optim_wrapper(self.runner.optim_wrapper)
+        runner = self.runner
+        check_optim_wrapper(runner.optim_wrapper)
+        runner.param_schedulers = schedulers_per_wrapper(runner.param_schedulers)
         self.rng_hook = RNGStateHook(self.runner)
         self.runner.register_hook(self.rng_hook)
         self._interval_log = AugmentPhaseLog('every-k steps', timed=False)
