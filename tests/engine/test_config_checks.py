@@ -1,6 +1,6 @@
 """A new user's config mistakes, caught when mmengine's Runner builds a TST loop
 (issue 29): the student's single optimizer wrapper kept, two wrappers without the
-constructor, a plain param_scheduler list.
+constructor, a plain param_scheduler list, a loop without augment phases.
 
 Real builds through ``Runner.from_cfg`` of the tiny TST RetinaNet; the loop is built
 first in ``Runner.train()``, so a rejected config stops before any training."""
@@ -16,6 +16,7 @@ TINY = osp.join(TEST_CONFIGS, 'tst_retinanet_tiny.py')
 SHOWN = "optim_wrapper = dict(constructor='TSTOptimWrapperConstructor'"
 STUDENT = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01))
 AUGMENTER = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
+NO_PHASES = 'no augment phases'
 
 
 def tiny_runner(workspace, monkeypatch, options=None, **replaced) -> Runner:
@@ -82,3 +83,38 @@ def test_a_keyed_scheduler_dict_gets_the_missing_wrapper_and_names_a_wrong_key(
     with pytest.raises(ValueError, match=r"\['augmentor'\].*student=\[\.\.\.\], "
                                          r"augmenter=\[\.\.\.\]"):
         runner.train_loop  # noqa: B018
+
+
+def warnings_of(capsys) -> str:
+    return '\n'.join(line for line in capsys.readouterr().out.splitlines()
+                     if 'WARNING' in line)
+
+
+def test_a_loop_without_augment_phases_warns_at_build(workspace, monkeypatch, capsys):
+    """The augmenter would never be trained: the warning says what to set."""
+    runner = tiny_runner(workspace, monkeypatch,
+                         train_cfg=dict(type='TSTIterBasedTrainLoop', max_iters=4))
+    runner.train_loop  # noqa: B018
+    out = warnings_of(capsys)
+    assert NO_PHASES in out and 'train_cfg.augment_iters' in out
+    assert 'augment_interval' in out and 'augment_iters=[]' in out
+    runner = tiny_runner(workspace, monkeypatch,
+                         train_cfg=dict(type='TSTEpochBasedTrainLoop', max_epochs=2))
+    runner.train_loop  # noqa: B018
+    assert 'train_cfg.augment_epochs' in warnings_of(capsys)
+
+
+@pytest.mark.parametrize('options', [
+    {'train_cfg.augment_iters': []},  # said on purpose: the initial policy, frozen
+    {'train_cfg.augment_interval': 2},  # iteration-level alternation
+    {'model.student_views': ('clean',)},  # plain KD: the augmenter is unused
+    {'model.teacher': None, 'model.distill_losses': None},  # nothing to train it with
+    None,  # the tiny config, with its phases
+], ids=['explicitly-none', 'interval', 'clean-views', 'no-teacher', 'phases'])
+def test_setups_without_phases_on_purpose_do_not_warn(workspace, monkeypatch, capsys,
+                                                      options):
+    replaced = {} if options is None else \
+        dict(train_cfg=dict(type='TSTIterBasedTrainLoop', max_iters=4))
+    runner = tiny_runner(workspace, monkeypatch, options, **replaced)
+    runner.train_loop  # noqa: B018
+    assert NO_PHASES not in warnings_of(capsys)

@@ -7,10 +7,13 @@ along (its single ``optim_wrapper``, its plain ``param_scheduler`` list) is repo
 corrected here, before anything is built or trained, instead of surfacing as a raw
 mmengine error at the first step.
 """
+import logging
+from typing import Optional, Sequence
+
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
-from .optim_constructor import PHASES
+from .optim_constructor import PHASES, unwrap
 
 TST_OPTIM_WRAPPER = """\
 optim_wrapper = dict(constructor='TSTOptimWrapperConstructor',
@@ -80,3 +83,27 @@ def schedulers_per_wrapper(param_scheduler):
                          'wrappers: param_scheduler = dict(student=[...], '
                          'augmenter=[...]) (or one plain list: the student\'s)')
     return {phase: param_scheduler.get(phase, []) for phase in PHASES}
+
+
+def warn_if_augmenter_untrained(model, loop_name: str, phases_name: str,
+                                phases: Optional[Sequence[int]],
+                                augment_interval: Optional[int]) -> None:
+    """Warns when nothing would ever train an augmenter the student learns from.
+
+    ``phases`` is None when the config does not set them; an explicit ``[]`` is a
+    deliberate frozen initial policy (the study's "KD + random policy" control).
+    Plain KD (``student_views=('clean',)``) and ``teacher=None`` need no phases.
+    """
+    model = unwrap(model)
+    if phases is not None or augment_interval or getattr(model, 'teacher', None) is None \
+            or tuple(getattr(model, 'student_views', ())) == ('clean',):
+        return
+    unit = phases_name.replace('augment_', '')  # epochs / iters
+    print_log(
+        f'TST: {loop_name} has no augment phases: the augmenter is never trained and '
+        'the student learns from its initial, random policy. Set '
+        f'train_cfg.{phases_name}=[0, ...] (the 0-based {unit} before which '
+        'the augmenter trains) or train_cfg.augment_interval=K (one augmenter step '
+        f'every K student steps); train_cfg.{phases_name}=[] keeps the initial policy '
+        "on purpose; model.student_views=('clean',) is plain KD.",
+        logger='current', level=logging.WARNING)
