@@ -30,8 +30,9 @@ def check_optim_wrapper(optim_wrapper) -> None:
     wrappers, ``student`` and ``augmenter``.
 
     Raises:
-        ValueError: A single wrapper (a config with ``optimizer``), or wrapper
-            configs keyed by name without a ``constructor``.
+        ValueError: A single wrapper (a config with ``optimizer``, or built), one
+            merged with ``student`` / ``augmenter`` keys, or wrapper configs keyed by
+            name without a ``constructor``.
     """
     if isinstance(optim_wrapper, OptimWrapperDict):
         problem = None if set(PHASES) <= set(optim_wrapper.keys()) else \
@@ -47,8 +48,9 @@ def check_optim_wrapper(optim_wrapper) -> None:
     elif 'optimizer' in optim_wrapper:
         problem = ('has one optimizer (`optimizer=...`: a single wrapper, e.g. the '
                    "student's config's own)")
-    elif 'constructor' not in optim_wrapper:
-        # mmengine would only accept built wrappers here ("each item mush be ...").
+    elif 'constructor' not in optim_wrapper and not all(
+            isinstance(v, OptimWrapper) for v in optim_wrapper.values()):
+        # mmengine accepts only built wrappers here ("each item mush be ...").
         problem = 'has no `constructor`, which mmengine needs to build two wrappers'
     else:
         problem = None  # TSTOptimWrapperConstructor (or the user's own) checks the rest
