@@ -105,6 +105,47 @@ def test_the_guard_counts_logs_and_stops():
         NonFiniteGuard(0)
 
 
+STUDENT_FIXES = ('optim_wrapper.student.optimizer.lr', 'optim_wrapper.student.clip_grad')
+AUGMENTER_FIXES = ('optim_wrapper.augmenter.optimizer.lr',
+                   'optim_wrapper.augmenter.clip_grad', 'model.augment_loss_weights')
+
+
+@pytest.mark.parametrize('phase, terms, verdict, fixes', [
+    ('student', {'student.loss_cls': math.inf}, 'The student diverged',
+     STUDENT_FIXES + ('model.distill_losses',)),
+    ('student', {'distill.loss_kd': math.nan},  # the loss that blew up, by name
+     'The student diverged', STUDENT_FIXES + ('model.distill_losses.loss_kd.loss_weight',)),
+    # A student blown up shows first in an augment phase's many steps in a row: its
+    # own (inverse) losses on the views, not the augmenter, are to blame.
+    ('augmenter', {'teacher.loss_cls': 1.0, 'student_inverse.loss_cls': math.inf},
+     'The student diverged, not the augmenter', STUDENT_FIXES),
+    ('augmenter', {'teacher.loss_cls': math.nan, 'student_inverse.loss_cls': math.nan},
+     "The augmenter's update diverged", AUGMENTER_FIXES),
+    ('augmenter', {'divergence': math.nan}, "The augmenter's update diverged",
+     AUGMENTER_FIXES),
+    ('augmenter', {'teacher.loss_cls': 1.0},  # finite terms, a non-finite gradient
+     "The augmenter's update diverged", AUGMENTER_FIXES),
+], ids=['student-task', 'student-distill', 'augmenter-student-terms',
+        'augmenter-teacher-terms', 'augmenter-divergence', 'augmenter-gradient'])
+def test_the_stop_says_which_phase_diverged_and_what_to_change(phase, terms, verdict,
+                                                               fixes):
+    """Not only "resume": the same settings diverge again from the last checkpoint."""
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 6)
+    hub.update_info('last_ckpt', '/runs/x/iter_6.pth')
+    with pytest.raises(FloatingPointError) as error:
+        NonFiniteGuard(max_consecutive=1).record(
+            phase, False, {k: torch.tensor(v) for k, v in terms.items()})
+    message = str(error.value)
+    assert verdict in message
+    for fix in fixes:
+        assert fix in message
+    wrong = AUGMENTER_FIXES if 'student diverged' in verdict else STUDENT_FIXES
+    assert not any(fix in message for fix in wrong)
+    assert 'resuming from it unchanged would diverge again' in message
+    assert 'load_from=/runs/x/iter_6.pth' in message  # a new learning rate: a new run
+
+
 def test_bounded_keeps_parameters_finite_and_in_range():
     module = nn.Module()
     module.logits = nn.Parameter(torch.tensor([0.5, -0.5, 1.0, 2.0, 3.0]))
@@ -142,12 +183,17 @@ def test_nan_steps_in_both_phases_are_skipped_and_logged(workspace):
     assert augmenter.abs().max() == 10.0  # lr 1e12 pushed some to the bound
 
 
-@pytest.mark.parametrize('phase,calls,where,term', [
-    ('student', '[2,3]', 'iteration 3', 'distill.loss_probe'),
-    ('augmenter', '[1,2]', 'augment phase before iteration 3, step 1/1', 'divergence')])
-def test_consecutive_nonfinite_updates_stop_training(workspace, phase, calls, where, term):
+@pytest.mark.parametrize('phase,calls,where,term,verdict', [
+    ('student', '[2,3]', 'iteration 3', 'distill.loss_probe',
+     'The student diverged. Lower its learning rate'),
+    ('augmenter', '[1,2]', 'augment phase before iteration 3, step 1/1', 'divergence',
+     "The augmenter's update diverged: lower its learning rate")],
+    ids=['student', 'augmenter'])
+def test_consecutive_nonfinite_updates_stop_training(workspace, phase, calls, where, term,
+                                                     verdict):
     """Two skips in a row in one phase stop the run with an error naming the phase, the
-    step, the term and the last checkpoint (finite, and nothing saved after it)."""
+    step, the term, what to change and the last checkpoint (finite, and nothing saved
+    after it)."""
     run = workspace / 'run'
     proc = train(NAN_PROBE, run, workspace, '--cfg-options',
                  f'model.distill_losses.loss_probe.{phase}_calls={calls}',
@@ -156,7 +202,9 @@ def test_consecutive_nonfinite_updates_stop_training(workspace, phase, calls, wh
     assert f'FloatingPointError: 2 {phase} updates in a row skipped for a non-finite ' \
            f"loss or gradient (the last at {where}: non-finite loss terms ['{term}'])" \
         in proc.stdout
-    assert f'--resume {run / "iter_2.pth"}' in proc.stdout
+    assert verdict in proc.stdout
+    assert f'The last checkpoint is {run / "iter_2.pth"}; resuming from it unchanged ' \
+           'would diverge again' in proc.stdout
     state = torch.load(run / 'iter_2.pth', map_location='cpu',
                        weights_only=True)['state_dict']
     assert all(v.isfinite().all() for v in state.values() if v.is_floating_point())

@@ -4,13 +4,14 @@
 finite (weights and optimizer state untouched). :class:`NonFiniteGuard` counts those
 skips per phase and logs each one with the step and the loss terms; ``max_consecutive``
 skips in a row in one phase stop training with an error that names the phase, the
-non-finite terms and the last checkpoint, which holds finite weights: no update that
-could make them non-finite was ever applied. :func:`bounded` keeps the augmenter's
+non-finite terms, which phase diverged and what to change, and the last checkpoint,
+which holds finite weights: no update that could make them non-finite was ever applied
+(resuming from it with the same settings would diverge again). :func:`bounded` keeps the augmenter's
 parameters finite and in a fixed range whatever its optimizer does.
 """
 import math
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 import torch.nn as nn
@@ -70,10 +71,10 @@ class NonFiniteGuard:
         if count >= self.max_consecutive:
             raise FloatingPointError(
                 f'{count} {phase} updates in a row skipped for a non-finite loss or '
-                f'gradient (the last at {where}: {what}). Training stops; the weights '
-                f'were never updated with a non-finite value. {_last_checkpoint()} Look '
-                'at the terms named above (data, a loss, the learning rate), or allow '
-                'more skips in a row with TSTDistiller(max_nonfinite_skips=...).')
+                f'gradient (the last at {where}: {what}). {_diagnosis(phase, bad)} '
+                'Training stops; the weights were never updated with a non-finite '
+                f'value. {_restart()} To allow more skips in a row: '
+                'model.max_nonfinite_skips=N.')
 
 
 def _where(phase: str) -> str:
@@ -84,11 +85,40 @@ def _where(phase: str) -> str:
     return f'iteration {iteration + 1}' if iteration is not None else 'an unknown step'
 
 
-def _last_checkpoint() -> str:
+def _diagnosis(phase: str, bad: List[str]) -> str:
+    """Which phase diverged, judged by its non-finite terms, and what to change.
+
+    The augmenter's parameters are bounded (:func:`bounded`) and its views are images:
+    the student's own (inverse) losses on them non-finite while the teacher's are finite
+    means that the student's weights have blown up. An augment phase, many augmenter
+    steps in a row, then reaches the limit before the student's own steps do.
+    """
+    student_side = any(k.startswith('student_inverse.') for k in bad) and \
+        not any(k.startswith('teacher.') for k in bad)
+    if phase == 'augmenter' and not student_side:
+        return ("The augmenter's update diverged: lower its learning rate "
+                '(optim_wrapper.augmenter.optimizer.lr), clip its gradient '
+                '(optim_wrapper.augmenter.clip_grad=dict(max_norm=...)) or lower the '
+                'weight of the terms named (model.augment_loss_weights).')
+    verdict = 'The student diverged' if phase == 'student' else (
+        'The student diverged, not the augmenter: its own losses on the augmented '
+        "images are not finite, the teacher's are")
+    distill = [f'model.distill_losses.{k[len("distill."):]}.loss_weight' for k in bad
+               if k.startswith('distill.')]
+    weights = ', '.join(distill) or 'loss_weight in model.distill_losses'
+    return (f'{verdict}. Lower its learning rate (optim_wrapper.student.optimizer.lr), '
+            'clip its gradient (optim_wrapper.student.clip_grad=dict(max_norm=...), or '
+            f'a smaller max_norm) or lower the distillation weights ({weights}).')
+
+
+def _restart() -> str:
     last = MessageHub.get_current_instance().get_info('last_ckpt')
     if last is None:
-        return 'No checkpoint has been saved in this run yet.'
-    return f'The last checkpoint is {last}: resume from it with `--resume {last}`.'
+        return 'No checkpoint has been saved in this run yet: change a setting first.'
+    return (f'The last checkpoint is {last}; resuming from it unchanged would '
+            f'diverge again. `--resume {last}` takes a new clip_grad or loss weight but '
+            'restores the learning rates saved in it: for a lower one start a new run '
+            f'from its weights with `--cfg-options load_from={last}`.')
 
 
 @contextmanager

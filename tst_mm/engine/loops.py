@@ -38,6 +38,8 @@ from .progress import (PHASE_CKPT_KEY, STEP_TIME_KEY, AugmentProgressHook,
                        phase_checkpoint_name, remove_phase_checkpoint,
                        restart_iter_timers)
 from .augment_log import AugmentPhaseLog
+from .config_checks import (check_optim_wrapper, schedulers_per_wrapper,
+                            warn_if_augmenter_untrained)
 from .rng_state import RNGStateHook
 
 LOG_EVERY = 50  # augmenter steps between progress lines in a long augment phase
@@ -46,8 +48,8 @@ PROGRESS_KEY = 'tst_augment_progress'  # message-hub info: dict(phase=..., steps
 AUGMENT_SEED_OFFSET = 1
 
 
-def _check_points(name: str, points: Iterable[int], limit: int) -> tuple:
-    points = tuple(sorted(set(int(p) for p in points)))
+def _check_points(name: str, points: Optional[Iterable[int]], limit: int) -> tuple:
+    points = tuple(sorted(set(int(p) for p in points or ())))
     bad = [p for p in points if not 0 <= p < limit]
     if bad:
         raise ValueError(f'{name} must lie in [0, {limit}), got {bad}')
@@ -58,7 +60,8 @@ class _AlternationMixin:
     """What both loops share: checks, the augment step, the optimizer reset."""
 
     def _setup_tst(self, dataloader_cfg, augment_interval: Optional[int],
-                   checkpoint_interval: Optional[int]) -> None:
+                   checkpoint_interval: Optional[int], phases_name: str,
+                   phases: Optional[Sequence[int]]) -> None:
         for name, value in (('augment_interval', augment_interval),
                             ('augment_checkpoint_interval', checkpoint_interval)):
             if value is not None and value < 1:
@@ -74,6 +77,13 @@ class _AlternationMixin:
         if not hasattr(model, 'augment_step'):
             raise TypeError(f'{type(self).__name__} trains a TSTDistiller (a model with '
                             f'`augment_step`), got {type(model).__name__}')
+        # Runner.train() builds this loop before the optimizer wrappers and the
+        # schedulers: their configs can still be checked and corrected.
+        runner = self.runner
+        check_optim_wrapper(runner.optim_wrapper)
+        runner.param_schedulers = schedulers_per_wrapper(runner.param_schedulers)
+        warn_if_augmenter_untrained(model, type(self).__name__, phases_name, phases,
+                                    augment_interval)
         self.rng_hook = RNGStateHook(self.runner)
         self.runner.register_hook(self.rng_hook)
         self._interval_log = AugmentPhaseLog('every-k steps', timed=False)
@@ -254,9 +264,11 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
         max_epochs (int): Total student epochs.
         val_begin (int): First epoch that validates. Defaults to 1.
         val_interval (int): Validation interval in epochs. Defaults to 1.
-        augment_epochs (Sequence[int]): 0-based epochs before which the augmenter is
-            trained, e.g. ``[6, 12]`` for the reference's COCO 2x schedule.
-            Defaults to ().
+        augment_epochs (Sequence[int], optional): 0-based epochs before which the
+            augmenter is trained, e.g. ``[6, 12]`` for the reference's COCO 2x
+            schedule. Defaults to None: none, with a warning unless nothing needs
+            them (``augment_interval``, plain KD, no teacher); ``[]`` says none on
+            purpose.
         augment_passes (int): Passes over the training set per augment phase.
             Defaults to 1.
         augment_interval (int, optional): Also take one augmenter step on the current
@@ -268,7 +280,8 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
     """
 
     def __init__(self, runner, dataloader, max_epochs: int, val_begin: int = 1,
-                 val_interval: int = 1, augment_epochs: Sequence[int] = (),
+                 val_interval: int = 1,
+                 augment_epochs: Optional[Sequence[int]] = None,
                  augment_passes: int = 1, augment_interval: Optional[int] = None,
                  augment_checkpoint_interval: Optional[int] = None,
                  dynamic_intervals=None) -> None:
@@ -279,7 +292,8 @@ class TSTEpochBasedTrainLoop(_AlternationMixin, EpochBasedTrainLoop):
             raise ValueError(f'augment_passes must be >= 1, got {augment_passes}')
         self.augment_epochs = _check_points('augment_epochs', augment_epochs, max_epochs)
         self.augment_passes = augment_passes
-        self._setup_tst(dataloader_cfg, augment_interval, augment_checkpoint_interval)
+        self._setup_tst(dataloader_cfg, augment_interval, augment_checkpoint_interval,
+                        'augment_epochs', augment_epochs)
 
     def run(self):
         self._progress_hook()
@@ -325,8 +339,9 @@ class TSTIterBasedTrainLoop(_AlternationMixin, IterBasedTrainLoop):
         max_iters (int): Total student iterations.
         val_begin (int): First iteration that validates. Defaults to 1.
         val_interval (int): Validation interval in iterations. Defaults to 1000.
-        augment_iters (Sequence[int]): 0-based iterations before which an augment phase
-            runs, e.g. ``[0, 20000, 40000]``. Defaults to ().
+        augment_iters (Sequence[int], optional): 0-based iterations before which an
+            augment phase runs, e.g. ``[0, 20000, 40000]``. Defaults to None: none,
+            with a warning as ``augment_epochs``.
         augment_steps (int): Augmenter steps (batches) per augment phase.
             Defaults to 1.
         augment_interval (int, optional): Also take one augmenter step on the current
@@ -337,7 +352,8 @@ class TSTIterBasedTrainLoop(_AlternationMixin, IterBasedTrainLoop):
     """
 
     def __init__(self, runner, dataloader, max_iters: int, val_begin: int = 1,
-                 val_interval: int = 1000, augment_iters: Sequence[int] = (),
+                 val_interval: int = 1000,
+                 augment_iters: Optional[Sequence[int]] = None,
                  augment_steps: int = 1, augment_interval: Optional[int] = None,
                  augment_checkpoint_interval: Optional[int] = None,
                  dynamic_intervals=None) -> None:
@@ -348,7 +364,8 @@ class TSTIterBasedTrainLoop(_AlternationMixin, IterBasedTrainLoop):
             raise ValueError(f'augment_steps must be >= 1, got {augment_steps}')
         self.augment_iters = _check_points('augment_iters', augment_iters, max_iters)
         self.augment_steps = augment_steps
-        self._setup_tst(dataloader_cfg, augment_interval, augment_checkpoint_interval)
+        self._setup_tst(dataloader_cfg, augment_interval, augment_checkpoint_interval,
+                        'augment_iters', augment_iters)
         self._augment_iterator: Optional[Iterator] = None
 
     @property
