@@ -68,7 +68,6 @@ class _AlternationMixin:
                 raise ValueError(f'{name} must be >= 1 or None, got {value}')
         self.augment_interval = augment_interval
         self.augment_checkpoint_interval = checkpoint_interval
-        self._phase_checkpoint: Optional[str] = None
         model = self.runner.model
         if isinstance(model, MMDistributedDataParallel):
             raise TypeError(
