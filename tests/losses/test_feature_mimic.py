@@ -69,3 +69,22 @@ def test_reductions_and_level_mean():
             sum(per_level) / 2)
     with pytest.raises(ValueError, match="reduction.*'avg'"):
         FeatureMimic(reduction='avg')
+
+
+def test_normalized_mimic_is_pkd_and_ignores_feature_scale():
+    """PKD: per-channel standardised maps, so 2 (1 - Pearson r) per channel, whatever
+    the scale and offset of either network's activations."""
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)
+    loss = FeatureMimic(normalize=True)
+    base = loss(s, t)
+    torch.testing.assert_close(loss(s * 30 + 7, t * 0.01 - 2), base, rtol=1e-4, atol=1e-4)
+    flat = [x.transpose(0, 1).reshape(4, -1) for x in (s, t)]
+    r = torch.stack([torch.corrcoef(torch.stack([a, b]))[0, 1] for a, b in zip(*flat)])
+    n = flat[0].size(1)
+    # (unbiased std: the mean squared difference is 2 (1 - r) (n - 1) / n)
+    torch.testing.assert_close(base, (2 * (1 - r) * (n - 1) / n).mean(), rtol=1e-4,
+                               atol=1e-4)
+    assert float(loss(s, s)) < 1e-8
+    with pytest.raises(ValueError, match='normalize'):
+        FeatureMimic(normalize='yes')

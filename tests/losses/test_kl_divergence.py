@@ -90,3 +90,17 @@ def test_bad_arguments_are_quoted(kwargs):
     key, value = next(iter(kwargs.items()))
     with pytest.raises(ValueError, match=f'{key}.*{value!r}'.replace('(', r'\(')):
         KLDivergence(**kwargs)
+
+
+def test_class_channels_is_one_softmax_per_prior():
+    """A softmax dense head (SSD) scores A priors x K classes per position."""
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 3 * 4, 5, 5), torch.randn(2, 3 * 4, 5, 5)
+    got = KLDivergence(class_channels=4, reduction='sum')(s, t)
+    per_prior = [KLDivergence(reduction='sum')(s[:, 4 * a:4 * a + 4], t[:, 4 * a:4 * a + 4])
+                 for a in range(3)]
+    torch.testing.assert_close(got, sum(per_prior))
+    with pytest.raises(ValueError, match='not a multiple of class_channels=5'):
+        KLDivergence(class_channels=5)(s, t)
+    with pytest.raises(ValueError, match='class_channels'):
+        KLDivergence(class_channels=1)

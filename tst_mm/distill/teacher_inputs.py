@@ -14,8 +14,9 @@ of the student's module ``student`` in its forward, and gives it to the teacher:
 - ``teacher='rpn_head.predict'``: as the teacher's proposals, one set per image, in
   place of what its RPN would predict, e.g. ``dict(student=
   'roi_head.bbox_roi_extractor', student_arg='rois', teacher='rpn_head.predict')``.
-  The teacher's RoI head then runs on the student's sampled RoIs (K x 5, image index
-  first) in their order: its (first-stage) class logits line up row by row with the
+  The teacher's RPN head still runs (its outputs can be distilled), but its
+  proposals are not used: the teacher's RoI head runs on the student's sampled RoIs
+  (K x 5, image index first) in their order: its (first-stage) class logits line up row by row with the
   student's, and every stage of a Cascade teacher runs, as mmdet's own forward does.
 
 The n-th call on the teacher's side gets the value of the n-th call of the student's.
@@ -148,11 +149,13 @@ class StudentInputs:
     def replacing(self) -> Iterator[None]:
         """Give the teacher the recorded student arguments (its RPN heads' ``predict``
         answers with them, for the duration only)."""
-        def predict(i, x, batch_data_samples, *args, **kwargs):
+        def predict(i, head, x, batch_data_samples, *args, **kwargs):
+            # The RPN still runs (a few convs), so its outputs can be distilled.
+            head(x)
             return rois_to_proposals(self._next(i), len(batch_data_samples))
 
         for i, head in self._proposal_heads:
-            head.predict = partial(predict, i)  # an instance attribute shadows it
+            head.predict = partial(predict, i, head)  # an instance attribute shadows it
         self._replacing = True
         try:
             yield

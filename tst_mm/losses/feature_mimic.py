@@ -1,5 +1,9 @@
 """Feature mimicking: mean squared error between student and teacher feature maps
-(FitNets, Romero et al., ICLR 2015), e.g. on the FPN outputs of two detectors."""
+(FitNets, Romero et al., ICLR 2015), e.g. on the FPN outputs of two detectors; with
+``normalize=True``, between the maps standardised per channel (PKD, Cao et al., "PKD:
+General Distillation Framework for Object Detectors via Pearson Correlation
+Coefficient", NeurIPS 2022), which compares two architectures whatever the scale of
+their activations."""
 from typing import Optional
 
 import torch.nn as nn
@@ -16,6 +20,15 @@ def _check_channels(name: str, value: Optional[int]) -> Optional[int]:
                               or value <= 0):
         raise ValueError(f'{name} must be a positive int or None, got {value!r}')
     return value
+
+
+def _standardise(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each channel of (N, C, ...) maps at zero mean and unit variance over N and the
+    positions."""
+    dims = [0] + list(range(2, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True)
+    return (x - mean) / (std + eps)
 
 
 @MODELS.register_module()
@@ -40,6 +53,10 @@ class FeatureMimic(nn.Module):
             (``F.mse_loss``'s).
         level_reduction (str): ``'sum'`` or ``'mean'`` over levels. Defaults to
             ``'sum'`` (the reference sums the MSE of the five FPN levels).
+        normalize (bool): Standardise each channel of both maps (zero mean, unit
+            variance over the batch and positions) before the MSE, as PKD: the loss
+            is then ``2 * (1 - r)`` averaged over channels (``reduction='mean'``),
+            ``r`` their Pearson correlation, in [0, 4]. Defaults to False.
     """
 
     def __init__(self,
@@ -47,7 +64,8 @@ class FeatureMimic(nn.Module):
                  teacher_channels: Optional[int] = None,
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 level_reduction: str = 'sum') -> None:
+                 level_reduction: str = 'sum',
+                 normalize: bool = False) -> None:
         super().__init__()
         self.student_channels = _check_channels('student_channels', student_channels)
         self.teacher_channels = _check_channels('teacher_channels', teacher_channels)
@@ -59,6 +77,9 @@ class FeatureMimic(nn.Module):
         self.reduction = check_choice('reduction', reduction, REDUCTIONS)
         self.level_reduction = check_choice('level_reduction', level_reduction,
                                             LEVEL_REDUCTIONS)
+        if not isinstance(normalize, bool):
+            raise ValueError(f'normalize must be True or False, got {normalize!r}')
+        self.normalize = normalize
         self.adapter: Optional[nn.Module] = None
         if student_channels is not None and student_channels != teacher_channels:
             self.adapter = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
@@ -84,6 +105,8 @@ class FeatureMimic(nn.Module):
                 f'{tuple(teacher.shape)}); set student_channels={student.size(1)} and '
                 f'teacher_channels={teacher.size(1)} to learn a 1x1 conv adapter')
         teacher = align_teacher(student, teacher)
+        if self.normalize:
+            student, teacher = _standardise(student), _standardise(teacher)
         return reduce_map(F.mse_loss(student, teacher, reduction='none'), self.reduction)
 
     def forward(self, student: Maps, teacher: Maps) -> Tensor:
@@ -102,4 +125,5 @@ class FeatureMimic(nn.Module):
     def extra_repr(self) -> str:
         return (f'student_channels={self.student_channels}, '
                 f'teacher_channels={self.teacher_channels}, loss_weight={self.loss_weight}, '
-                f'reduction={self.reduction!r}, level_reduction={self.level_reduction!r}')
+                f'reduction={self.reduction!r}, level_reduction={self.level_reduction!r}, '
+                f'normalize={self.normalize}')

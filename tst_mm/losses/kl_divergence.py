@@ -1,9 +1,11 @@
 """Softmax knowledge-distillation loss (Hinton et al., 2015, arXiv 1503.02531)."""
+from typing import Optional
+
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .utils import TemperatureLoss, align_teacher, reduce_map
+from .utils import Maps, TemperatureLoss, align_teacher, reduce_map
 
 
 def kl_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0,
@@ -46,7 +48,40 @@ class KLDivergence(TemperatureLoss):
             per-pixel KL averaged over pixels). Defaults to ``'batchmean'``.
         level_reduction (str): ``'sum'`` or ``'mean'`` over levels. Defaults to
             ``'sum'``.
+        class_channels (int, optional): A dense head's channels per prior (e.g. SSD's
+            81 = 80 classes + background, times its priors): one distribution over
+            each prior's ``class_channels`` channels instead of over all channels.
+            Defaults to None (one distribution over dim 1).
     """
 
     fn = staticmethod(kl_divergence)
     default_reduction = 'batchmean'
+
+    def __init__(self, *args, class_channels: Optional[int] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if class_channels is not None and (isinstance(class_channels, bool) or not
+                                           isinstance(class_channels, int) or
+                                           class_channels < 2):
+            raise ValueError(f'class_channels must be an int >= 2 or None, got '
+                             f'{class_channels!r}')
+        self.class_channels = class_channels
+
+    def forward(self, student: Maps, teacher: Maps) -> Tensor:
+        if self.class_channels is None:
+            return super().forward(student, teacher)
+        return super().forward(_per_prior(student, self.class_channels),
+                               _per_prior(teacher, self.class_channels))
+
+    def extra_repr(self) -> str:
+        extra = f', class_channels={self.class_channels}' if self.class_channels else ''
+        return super().extra_repr() + extra
+
+
+def _per_prior(maps: Maps, k: int) -> Maps:
+    """(N, A*k, ...) maps as (N, k, A, ...): each prior's k classes on dim 1."""
+    if not isinstance(maps, Tensor):
+        return [_per_prior(m, k) for m in maps]
+    n, channels = maps.shape[:2]
+    if channels % k:
+        raise ValueError(f'{channels} channels are not a multiple of class_channels={k}')
+    return maps.view(n, channels // k, k, *maps.shape[2:]).transpose(1, 2)
