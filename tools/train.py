@@ -15,6 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import tst_mm  # noqa: F401  (registers components, allow-lists checkpoint classes)
+from tst_mm.distill.teacher import resolve_teacher_path
 from tst_mm.utils import enable_amp, init_cpu_distributed, shutdown_distributed
 
 
@@ -49,6 +50,7 @@ def build_config(args) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    resolve_teacher_path(cfg)  # relative to the config, as _base_ paths
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

@@ -4,6 +4,8 @@ A checkpoint that does not fit the teacher must never load partially: the studen
 then be distilled from a half-random teacher, and nothing in the training log says so.
 """
 import copy
+import difflib
+import os
 import os.path as osp
 import re
 from typing import Dict, List, Union
@@ -23,11 +25,49 @@ def model_cfg(model: Union[dict, str]) -> ConfigDict:
     if isinstance(model, str):
         if '::' in model:
             from mmengine.hub import get_config
+            _check_package_config(model)
             return copy.deepcopy(get_config(model).model)
         if not osp.isfile(model):
-            raise FileNotFoundError(f'teacher config {model!r} does not exist')
+            raise FileNotFoundError(
+                f'teacher config {model!r} does not exist (a relative path is read from '
+                f'the current directory, {os.getcwd()}, unless tools/train.py resolves '
+                "it from the config's directory, as _base_ paths are): give a path "
+                "from here, an absolute one, or '{{fileDirname}}/<file>' in the config")
         return copy.deepcopy(Config.fromfile(model).model)
     return ConfigDict(copy.deepcopy(dict(model)))
+
+
+def _check_package_config(path: str) -> None:
+    """One line naming a ``package::`` teacher config that is not installed (mmengine
+    would dump the keys of every config it knows instead)."""
+    from mmengine.config.utils import _get_package_and_cfg_path
+    from mmengine.utils import get_installed_path
+    package, relative = _get_package_and_cfg_path(path)
+    root = osp.join(get_installed_path(package), '.mim', 'configs')
+    if osp.isfile(osp.join(root, relative)):
+        return
+    folder = osp.join(root, osp.dirname(relative))
+    names = sorted(os.listdir(folder)) if osp.isdir(folder) else \
+        sorted(os.listdir(root)) if osp.isdir(root) else []
+    close = difflib.get_close_matches(osp.basename(relative) if osp.isdir(folder)
+                                      else relative.split('/')[0], names, n=3, cutoff=0.5)
+    hint = f'; did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
+    raise FileNotFoundError(f'teacher config {path!r}: the installed {package} has no '
+                            f'{osp.join(root, relative)}{hint}')
+
+
+def resolve_teacher_path(cfg: Config) -> None:
+    """A relative teacher config path in ``cfg`` (a config loaded from a file) made
+    absolute from the config's directory, as mmengine resolves ``_base_`` paths; one
+    that only exists from the current directory is kept."""
+    model = cfg.get('model') or {}
+    teacher = model.get('teacher') if isinstance(model, dict) else None
+    if not isinstance(teacher, str) or '::' in teacher or osp.isabs(teacher) or \
+            not cfg.filename:
+        return
+    beside = osp.join(osp.dirname(osp.abspath(cfg.filename)), teacher)
+    if osp.isfile(beside):
+        model['teacher'] = osp.normpath(beside)
 
 
 def _harmless(key: str) -> bool:
