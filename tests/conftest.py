@@ -34,6 +34,25 @@ def seeded():
     torch.manual_seed(TEST_SEED)
 
 
+@pytest.fixture
+def logged():
+    """The messages mmengine's current logger (``print_log(..., logger='current')``)
+    emits during the test, as a list of strings."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    messages, handler = [], Keep()
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
 @pytest.fixture(scope='session')
 def coco_digits(tmp_path_factory):
     root = tmp_path_factory.mktemp('coco')

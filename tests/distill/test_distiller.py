@@ -197,6 +197,8 @@ def test_unsupported_task_loss_is_named_at_build():
     with pytest.raises(NotImplementedError, match='EQLV2Loss.*divergence'):
         build(cfg.model)
     cfg.model.augment_loss_weights = dict(student_inverse=0, divergence=1)
+    # (a teacher of the same layout: EQL v2 scores no background channel)
+    cfg.model.teacher.bbox_head.loss_cls = cfg.model.student.bbox_head.loss_cls
     build(cfg.model)  # the divergence term needs no inverse
 
 
@@ -352,3 +354,74 @@ def test_the_teacher_loss_runs_heads_in_train_mode_and_layers_in_eval_mode(coco_
     assert seen == [(True, True, False)] * 2
     assert not model.teacher.training
     torch.testing.assert_close(model.teacher.state_dict(), stats, rtol=0, atol=0)
+
+
+def test_the_students_own_data_preprocessor_pads_as_in_plain_mmseg(logged):
+    """mmengine's Runner only setdefaults a config's top-level data_preprocessor into
+    the model: the student's own (a smaller crop here) must win, as in plain mmseg."""
+    cfg = Config.fromfile(osp.join(TEST_CONFIGS, 'tst_pspnet_tiny.py'))
+    cfg.model.student = copy.deepcopy(cfg.model.student)
+    cfg.model.student.data_preprocessor.size = (32, 48)
+    assert tuple(cfg.data_preprocessor.size) != (32, 48)
+    # What Runner.__init__ does with a top-level data_preprocessor.
+    cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        distiller = MODELS.build(cfg.model)
+    assert tuple(distiller.data_preprocessor.size) == (32, 48)
+    log = '\n'.join(logged)
+    assert "student's own data_preprocessor" in log
+    assert 'size: (64, 128) -> (32, 48)) and is not used' in log
+
+
+def test_a_relative_teacher_config_is_read_from_the_configs_directory(workspace):
+    """As _base_ paths: `teacher='./teacher.py'` next to the config, run from elsewhere."""
+    folder = workspace / 'my_configs'
+    folder.mkdir()
+    (folder / 'teacher.py').write_text(
+        f"_base_ = '{osp.join(TEST_CONFIGS, 'retinanet_tiny_digits.py')}'\n")
+    (folder / 'tst.py').write_text(
+        f"_base_ = '{osp.join(TEST_CONFIGS, 'tst_retinanet_tiny.py')}'\n"
+        "model = dict(teacher='./teacher.py')\n"
+        "train_cfg = dict(max_iters=1, val_interval=1, augment_iters=[])\n")
+    proc = run_tool([osp.join(REPO, 'tools', 'train.py'), str(folder / 'tst.py'),
+                     '--work-dir', str(workspace / 'rel')], workspace)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    # Built in-process from elsewhere: the error says how relative paths are read.
+    cfg = tiny_cfg()
+    cfg.model.teacher = './teacher.py'
+    with pytest.raises(FileNotFoundError, match=r"does not exist.*current directory.*"
+                       r"\{\{fileDirname\}\}"):
+        build(cfg.model)
+
+
+def run_tool(cmd, cwd):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, *cmd], cwd=str(cwd), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_a_mistyped_package_teacher_config_is_one_line_naming_it():
+    cfg = tiny_cfg()
+    cfg.model.teacher = 'mmdet::retinanet/retinanet_r101_fpn_2x_cooc.py'
+    with pytest.raises(FileNotFoundError) as error:
+        build(cfg.model)
+    message = str(error.value)
+    assert message.startswith("teacher config 'mmdet::retinanet/retinanet_r101_fpn_2x_"
+                              "cooc.py': the installed mmdet has no ")
+    assert "did you mean 'retinanet_r101_fpn_2x_coco.py'" in message
+    assert len(message) < 400
+
+
+def test_a_feature_mimic_channel_mismatch_is_an_error_at_build():
+    """Found on a blank image at build, not at the first student step."""
+    cfg = tiny_cfg()
+    cfg.model.teacher.neck.out_channels = 24
+    cfg.model.teacher.bbox_head.in_channels = 24
+    cfg.model.teacher.bbox_head.feat_channels = 24
+    with pytest.raises(ValueError, match=r'distill_losses.loss_mimic_fpn does not fit.*'
+                       r'16 channels but the teacher.s have 24.*student_channels=16'):
+        build(cfg.model)
+    cfg.model.distill_losses.loss_mimic_fpn.update(student_channels=16,
+                                                    teacher_channels=24)
+    build(cfg.model)

@@ -7,9 +7,8 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData, PixelData
 
 
-def _mmdet_model(config: str, **overrides):
+def _mmdet_cfg(config: str, **overrides) -> dict:
     import mmdet
-    from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
@@ -20,25 +19,34 @@ def _mmdet_model(config: str, **overrides):
     cfg.model.backbone.update(depth=18, base_channels=16, init_cfg=None, style='pytorch',
                               frozen_stages=-1, norm_eval=False)  # from scratch
     cfg.model.neck.update(in_channels=[16, 32, 64, 128], out_channels=32)
+    return cfg.model
+
+
+def _mmdet_model(config: str, **overrides):
+    from mmdet.registry import MODELS
+    cfg = _mmdet_cfg(config, **overrides)
     with DefaultScope.overwrite_default_scope('mmdet'):
-        return MODELS.build(cfg.model)
+        return MODELS.build(cfg)
 
 
-def tiny_retinanet():
-    return _mmdet_model('retinanet/retinanet_r50_fpn_1x_coco.py',
+def tiny_retinanet(build=True):
+    make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
+    return make('retinanet/retinanet_r50_fpn_1x_coco.py',
                         **{'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
                            'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3})
 
 
-def tiny_fcos():
-    return _mmdet_model('fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
+def tiny_fcos(build=True):
+    make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
+    return make('fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
                         **{'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
                            'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3,
                            'bbox_head.loss_bbox': dict(type='GIoULoss', loss_weight=1.0)})
 
 
-def tiny_faster_rcnn():
-    return _mmdet_model('faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+def tiny_faster_rcnn(build=True):
+    make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
+    return make('faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
                         **{'rpn_head.in_channels': 32, 'rpn_head.feat_channels': 32,
                            'roi_head.bbox_roi_extractor.out_channels': 32,
                            'roi_head.bbox_head.in_channels': 32,
@@ -113,3 +121,79 @@ def seg_batch(size=(32, 48), batch=2, num_classes=19):
         sample.gt_sem_seg = PixelData(data=label)
         samples.append(sample)
     return torch.randn(batch, 3, *size), samples
+
+
+def _mmseg_cfg(config: str, **overrides) -> dict:
+    from mmseg.utils import register_all_modules
+
+    import mmseg
+    register_all_modules(init_default_scope=False)
+    path = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', config)
+    cfg = Config.fromfile(path)
+    cfg.model.pretrained = None
+    cfg.model.backbone.init_cfg = None
+    cfg.merge_from_dict({f'model.{key}': value for key, value in overrides.items()})
+    return _no_sync_bn(cfg.model)
+
+
+def _no_sync_bn(cfg):
+    """SyncBN -> BN everywhere in a config (the CPU has no SyncBN)."""
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'SyncBN':
+            cfg['type'] = 'BN'
+        for value in cfg.values():
+            _no_sync_bn(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            _no_sync_bn(value)
+    return cfg
+
+
+def _mmseg_model(config: str, **overrides):
+    from mmseg.registry import MODELS
+    cfg = _mmseg_cfg(config, **overrides)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return MODELS.build(cfg)
+
+
+def _narrow_resnet_v1c(**head_overrides) -> dict:
+    """A ResNetV1c-18 at an eighth of its width (output stride 8) and small heads."""
+    return {'backbone.depth': 18, 'backbone.stem_channels': 8, 'backbone.base_channels': 8,
+            'decode_head.in_channels': 64, 'decode_head.channels': 16,
+            'auxiliary_head.in_channels': 32, 'auxiliary_head.channels': 8,
+            **head_overrides}
+
+
+def tiny_pspnet(build=True):
+    make = _mmseg_model if build else _mmseg_cfg  # a model, or its config
+    return make('pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',
+                        **_narrow_resnet_v1c())
+
+
+def tiny_deeplabv3(build=True):
+    make = _mmseg_model if build else _mmseg_cfg  # a model, or its config
+    return make('deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py',
+                        **_narrow_resnet_v1c())
+
+
+def tiny_segformer(build=True):
+    """SegFormer's MiT at a quarter of B0's width, 19 classes."""
+    make = _mmseg_model if build else _mmseg_cfg  # a model, or its config
+    return make('segformer/segformer_mit-b0_8xb1-160k_cityscapes-1024x1024.py',
+                        **{'backbone.embed_dims': 8, 'backbone.num_layers': [1, 1, 1, 1],
+                           'decode_head.in_channels': [8, 16, 40, 64],
+                           'decode_head.channels': 16})
+
+
+def tiny_atss(build=True):
+    make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
+    return make('atss/atss_r50_fpn_1x_coco.py',
+                        **{'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
+                           'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3})
+
+
+def tiny_gfl(build=True):
+    make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
+    return make('gfl/gfl_r50_fpn_1x_coco.py',
+                        **{'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
+                           'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3})

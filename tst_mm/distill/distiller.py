@@ -1,6 +1,6 @@
 """TSTDistiller: a student, a frozen teacher and a learned augmenter in one model."""
 from contextlib import contextmanager, nullcontext
-from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -10,17 +10,20 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import MODELS
 from torch import Tensor
 
+from .auto import AutoScales, choose_distillation
 from .freeze import frozen, loss_mode
 from .inverse_check import InversionCheck
 from .inverse_losses import INVERSE_REDUCTIONS, check_invertible, inverted_task_losses
 from .nonfinite import NonFiniteGuard, bounded
 from .normalize import InputNormalizer
+from .probe import probe_model
 from .recorders import ModuleOutputRecorder
 from .student_check import check_single_model
 from .teacher import load_teacher, model_cfg
 from .teacher_inputs import StudentInputs
 from .updates import update, update_by_terms
 
+Paths = Union[str, List[str]]  # one module, or one per level
 VIEWS = ('aug', 'clean')
 STUDENT_VIEWS = (VIEWS, ('aug',), ('clean',))
 
@@ -52,9 +55,14 @@ class TSTDistiller(BaseModel):
             at construction. None keeps the teacher's own initialisation (tests only;
             a warning says so). Defaults to None.
         augmenter (dict): The augmenter config. Defaults to ``TSTAugmenter()``.
-        distill_losses (dict): ``name -> dict(type=<loss>, student=<module path>,
-            teacher=<module path>, **loss_args)``; names must contain ``'loss'``.
-            Defaults to none.
+        distill_losses (dict, optional): ``name -> dict(type=<loss>, student=<module
+            path>, teacher=<module path>, **loss_args)``; names must contain
+            ``'loss'``. A path may be a list of modules (one per level), and
+            ``student_levels`` / ``teacher_levels`` pick levels of a multi-level
+            output (e.g. the necks' levels at shared strides). None (the default):
+            chosen from the two built models (:mod:`tst_mm.distill.auto`), printed at
+            build, and scaled at the first student step; ``dict()``: no
+            distillation.
         student_views (Sequence[str]): What the student learns from in its step:
             ``('aug', 'clean')`` (the reference's ``[x_aug ; x]``), ``('aug',)``, or
             ``('clean',)``: plain distillation, the augmenter unused (the control
@@ -113,9 +121,11 @@ class TSTDistiller(BaseModel):
             Defaults to False (the weighted sum, as the reference).
         data_preprocessor (dict, optional): Pads and stacks (e.g. mmseg's
             ``SegDataPreProcessor``: pad to the crop size, labels with 255); its
-            normalisation and channel order are replaced by pixel-space RGB. mmengine's
-            Runner passes a config's top-level ``data_preprocessor`` here. Defaults to
-            the student's own preprocessor.
+            normalisation and channel order are replaced by pixel-space RGB. Used only
+            when the student has no ``data_preprocessor`` of its own: as in plain
+            mmdet / mmseg, where the model's own wins over the config's top-level one
+            (which mmengine's Runner passes here); a log line says so when the two
+            differ. Defaults to None.
         init_cfg (dict, optional): Defaults to None.
     """
 
@@ -137,8 +147,8 @@ class TSTDistiller(BaseModel):
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg = model_cfg(student)
         teacher_cfg = model_cfg(teacher) if teacher is not None else None
-        data_preprocessor = dict(data_preprocessor or student_cfg.get('data_preprocessor')
-                                 or {})
+        data_preprocessor = _padding_preprocessor(student_cfg.get('data_preprocessor'),
+                                                  data_preprocessor)
         # Always pixel space, RGB: the Runner also fills this argument in from a
         # config's top-level `data_preprocessor` (every mmseg config has one), which
         # normalises for the student.
@@ -152,7 +162,17 @@ class TSTDistiller(BaseModel):
         with torch.random.fork_rng(devices=[]):
             self.teacher = MODELS.build(teacher_cfg) if teacher_cfg is not None else None
             self.augmenter = MODELS.build(augmenter)
+            auto = distill_losses is None and self.teacher is not None
+            if auto:
+                choice = choose_distillation(self.student, self.teacher, teacher_inputs)
+                distill_losses = choice.losses
+                teacher_inputs = teacher_inputs or choice.teacher_inputs or None
+                print_log('TSTDistiller: distill_losses not set, so chosen from the two '
+                          'models (write distill_losses to choose, distill_losses=dict() '
+                          'for none):\n' + choice.table(), logger='current')
             self._build_distill_losses(distill_losses or {})
+        # Automatic losses are scaled at the first student step (see AutoScales).
+        self.auto_scales = AutoScales(list(self.distill_losses) if auto else [])
         self.student_normalizer = InputNormalizer(student_cfg.get('data_preprocessor'))
         if self.teacher is not None:
             check_single_model(self.teacher)
@@ -200,11 +220,11 @@ class TSTDistiller(BaseModel):
             check_invertible(self.student)
 
         self.student_recorder = ModuleOutputRecorder(
-            self.student, [s for s, _ in self.loss_paths.values()], 'student') \
-            if self.loss_paths else None
+            self.student, [p for s, _ in self.loss_paths.values() for p in _as_list(s)],
+            'student') if self.loss_paths else None
         self.teacher_recorder = ModuleOutputRecorder(
-            self.teacher, [t for _, t in self.loss_paths.values()], 'teacher') \
-            if self.loss_paths else None
+            self.teacher, [p for _, t in self.loss_paths.values() for p in _as_list(t)],
+            'teacher') if self.loss_paths else None
 
         self.student_inputs = StudentInputs(self.student, self.teacher, teacher_inputs) \
             if teacher_inputs else None
@@ -221,6 +241,8 @@ class TSTDistiller(BaseModel):
 
         if self.teacher is not None:
             self._freeze_teacher(teacher_ckpt)
+        if self.distill_losses and not auto:
+            self._check_distill_losses()
         # Checkpoints hold one layout whatever the launcher: no teacher (its weights
         # come from teacher_ckpt) and the student without a DDP wrapper's `module.`.
         self._register_state_dict_hook(_canonical_state_dict)
@@ -229,7 +251,8 @@ class TSTDistiller(BaseModel):
     # ----------------------------------------------------------------- building ---
     def _build_distill_losses(self, cfgs: Dict[str, dict]) -> None:
         self.distill_losses = nn.ModuleDict()
-        self.loss_paths: Dict[str, Tuple[str, str]] = {}
+        self.loss_paths: Dict[str, Tuple[Paths, Paths]] = {}
+        self.loss_levels: Dict[str, Tuple[Optional[list], Optional[list]]] = {}
         for name, cfg in cfgs.items():
             self._add_distill_loss(name, dict(cfg))
 
@@ -243,7 +266,31 @@ class TSTDistiller(BaseModel):
                              "'KLDivergence', student='decode_head.conv_seg', "
                              "teacher='decode_head.conv_seg')")
         self.loss_paths[name] = (cfg.pop('student'), cfg.pop('teacher'))
+        self.loss_levels[name] = (cfg.pop('student_levels', None),
+                                  cfg.pop('teacher_levels', None))
         self.distill_losses[name] = MODELS.build(cfg)
+
+    def _check_distill_losses(self) -> None:
+        """Each written loss on what its modules emit on a blank image, so that a
+        channel or level mismatch is an error at build, not at the first student step
+        after hours of augment phase. RoI-level losses are left to training: each model
+        scores its own proposals here."""
+        checked = {name: paths for name, paths in self.loss_paths.items()
+                   if not any(p.startswith('roi_head') for p in
+                              _as_list(paths[0]) + _as_list(paths[1]))}
+        if not checked:
+            return
+        records = [probe_model(model, paths=[p for paths in checked.values()
+                                             for p in _as_list(paths[side])]).records
+                   for side, model in enumerate((self.student, self.teacher))]
+        for name, (student_paths, teacher_paths) in checked.items():
+            try:
+                with torch.no_grad():
+                    self.distill_losses[name](*self._loss_inputs(name, *records))
+            except (ValueError, RuntimeError, TypeError, IndexError) as error:
+                raise ValueError(f'distill_losses.{name} does not fit the two models '
+                                 f'(student {student_paths!r}, teacher {teacher_paths!r}) '
+                                 f'on a blank image: {error}') from error
 
     def _freeze_teacher(self, checkpoint: Optional[str]) -> None:
         if checkpoint is None:
@@ -368,8 +415,12 @@ class TSTDistiller(BaseModel):
                     self._feed('replacing'), self._teacher_in(self._teacher_mode):
                 self.teacher(self.teacher_normalizer(inputs, samples), samples,
                              self._teacher_mode)
-        return {**_add_prefix(task, 'student'),
-                **_add_prefix(self._distill_losses(), 'distill')}
+        distill = {}
+        if self.distill_losses:
+            pending = self.auto_scales.pending
+            distill = self._distill_losses(self.parse_losses(task)[0].detach()
+                                           if pending else None)
+        return {**_add_prefix(task, 'student'), **_add_prefix(distill, 'distill')}
 
     def _student_views(self, inputs: Tensor, samples: list) -> Tuple[Tensor, list]:
         if self.student_views == ('clean',):
@@ -479,10 +530,28 @@ class TSTDistiller(BaseModel):
             losses = self.teacher(self.teacher_normalizer(inputs, samples), samples, 'loss')
         return self.parse_losses(losses)[0]
 
-    def _distill_losses(self) -> Dict[str, Tensor]:
-        return {name: loss(self.student_recorder.get(self.loss_paths[name][0]),
-                           self.teacher_recorder.get(self.loss_paths[name][1]))
-                for name, loss in self.distill_losses.items()}
+    def _distill_losses(self, task: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """The distillation losses on what the recorders hold, automatic ones scaled
+        (and their scales set, given the student's ``task`` loss on the batch)."""
+        records = [self.student_recorder.get, self.teacher_recorder.get]
+        losses = {name: loss(*self._loss_inputs(name, *records))
+                  for name, loss in self.distill_losses.items()}
+        return self.auto_scales(losses, task)
+
+    def _loss_inputs(self, name: str, student_records, teacher_records) -> tuple:
+        """A loss's (student, teacher) arguments: its modules' records, the levels it
+        names."""
+        inputs = []
+        for paths, levels, records in zip(self.loss_paths[name], self.loss_levels[name],
+                                          (student_records, teacher_records)):
+            if isinstance(paths, str):
+                record = _get(records, paths)
+            else:  # one module per level
+                record = [x for p in paths for x in _listed(_get(records, p))]
+            if levels is not None:
+                record = [_listed(record)[i] for i in levels]
+            inputs.append(record)
+        return tuple(inputs)
 
     def _teacher_in(self, mode: str):
         """The teacher's ``loss`` runs with its heads in train mode, its layers in
@@ -512,6 +581,38 @@ class TSTDistiller(BaseModel):
                 mode: str = 'tensor'):
         """The student's forward, for tools that call the model directly."""
         return _unwrap(self.student)(inputs, data_samples, mode)
+
+
+def _padding_preprocessor(own: Optional[dict], given: Optional[dict]) -> dict:
+    """The preprocessor that pads and stacks: the student's own, else ``given`` (the
+    config's top-level one, from the Runner), as mmengine's Runner only
+    ``setdefault``s a model's ``data_preprocessor``."""
+    def settings(cfg):  # without mmengine's bookkeeping keys (`_scope_`)
+        return {k: v for k, v in dict(cfg).items() if not k.startswith('_')}
+
+    if own and given and settings(own) != settings(given):
+        mine, other = settings(own), settings(given)
+        changed = ', '.join(f'{k}: {other.get(k)!r} -> {mine.get(k)!r}'
+                            for k in sorted(set(mine) | set(other))
+                            if mine.get(k) != other.get(k))
+        print_log("TSTDistiller pads and stacks batches with the student's own "
+                  "data_preprocessor; the config's top-level data_preprocessor differs "
+                  f'({changed}) and is not used, as in plain mmdet / mmseg, where a '
+                  "model's own wins", logger='current')
+    return dict(own or given or {})
+
+
+def _as_list(paths: Paths) -> List[str]:
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
+def _listed(record) -> list:
+    return list(record) if isinstance(record, (list, tuple)) else [record]
+
+
+def _get(records, path: str):
+    """A record from a recorder's ``get`` or a dict of records."""
+    return records[path] if isinstance(records, dict) else records(path)
 
 
 def _rename_prefix(state_dict: dict, old: str, new: str) -> None:

@@ -1,0 +1,206 @@
+"""Automatic distillation: losses chosen from the two built models, across families.
+
+Tiny real mmdet / mmseg models (random init): what is chosen (modules, losses, what is
+left out and why), that each chosen loss is finite, non-zero and reaches the student's
+backbone, that cross-family pairs take both TST steps, and how the scales are set.
+"""
+import copy
+
+import pytest
+import torch
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.registry import DefaultScope
+
+import tst_mm  # noqa: F401  (registers the TST components)
+from tests.distill.tiny_models import (det_batch, seg_batch, tiny_atss, tiny_deeplabv3,
+                                       tiny_faster_rcnn, tiny_fcos, tiny_gfl, tiny_pspnet,
+                                       tiny_retinanet, tiny_segformer)
+from tst_mm.distill import TSTDistiller
+from tst_mm.distill.auto import AutoScales, choose_distillation
+
+pytestmark = pytest.mark.xdist_group('auto_distill')
+
+
+def distiller(student: dict, teacher: dict, scope='mmdet', **kwargs) -> TSTDistiller:
+    """A TSTDistiller of two model configs, built as the Runner builds it."""
+    from mmengine.registry import MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        return MODELS.build(dict(type='TSTDistiller', student=student, teacher=teacher,
+                                 **kwargs))
+
+
+def optim(model) -> OptimWrapperDict:
+    student = list(model.student.parameters()) + list(model.distill_losses.parameters())
+    return OptimWrapperDict(
+        student=OptimWrapper(torch.optim.SGD(student, lr=0.001)),
+        augmenter=OptimWrapper(torch.optim.SGD(model.augmenter.parameters(), lr=0.01)))
+
+
+def pixels(inputs):
+    return [(x * 40 + 128).clamp(0, 255).to(torch.uint8) for x in inputs]
+
+
+def check_distils(model, batch):
+    """Both steps run; each distillation loss is finite, non-zero and its gradient
+    reaches the student's backbone; together they are no larger than the task loss."""
+    inputs, samples = batch
+    data = dict(inputs=pixels(inputs), data_samples=samples)
+    ow = optim(model)
+    model.augment_step(copy.deepcopy(data), ow)
+    log = model.train_step(copy.deepcopy(data), ow)
+    distill = {k: float(v) for k, v in log.items() if k.startswith('distill.')}
+    task = sum(float(v) for k, v in log.items()
+               if k.startswith('student.') and 'loss' in k.split('.')[-1])
+    assert distill, log
+    assert sum(distill.values()) <= task * 1.0001, (distill, task)
+    # Each loss alone, on the same batch: its gradient reaches the first layer.
+    pre = model.data_preprocessor(copy.deepcopy(data), True)
+    first = next(p for p in model.student.backbone.parameters() if p.dim() > 1)
+    for name in distill:
+        losses = model._student_losses(model.student, pre['inputs'], pre['data_samples'])
+        value = losses[name]
+        assert torch.isfinite(value) and value > 0, (name, value)
+        grad, = torch.autograd.grad(value, first, allow_unused=True)
+        assert grad is not None and grad.abs().sum() > 0, name
+    return distill
+
+
+# ------------------------------------------------------------------ choices ---
+def test_same_family_dense_head_and_neck():
+    choice = choose_distillation(tiny_retinanet(), tiny_retinanet())
+    assert choice.losses['loss_kd_cls'] == dict(
+        type='BinaryKLDivergence', reduction='batchmean', level_reduction='sum',
+        student='bbox_head.retina_cls', teacher='bbox_head.retina_cls')
+    assert choice.losses['loss_pkd_neck'] == dict(
+        type='FeatureMimic', student='neck', teacher='neck', normalize=True,
+        reduction='mean', level_reduction='sum')
+    assert not choice.teacher_inputs and not choice.left_out
+
+
+def test_heads_of_another_layout_are_left_out_with_the_reason():
+    choice = choose_distillation(tiny_fcos(), tiny_retinanet())
+    assert set(choice.losses) == {'loss_pkd_neck'}
+    (what, why), = choice.left_out
+    assert what == 'bbox_head class scores'
+    assert '1 prior(s) x 3 sigmoid' in why and '9 prior(s) x 3 sigmoid' in why
+    table = choice.table()
+    assert 'loss_pkd_neck' in table and 'left out: bbox_head class scores' in table
+
+
+def test_two_stage_distils_rpn_rois_on_the_students_rois_and_neck():
+    choice = choose_distillation(tiny_faster_rcnn(), tiny_faster_rcnn())
+    assert choice.losses['loss_kd_roi_cls']['student'] == 'roi_head.bbox_head.fc_cls'
+    assert choice.losses['loss_kd_roi_cls']['type'] == 'KLDivergence'
+    assert choice.losses['loss_kd_rpn']['student'] == 'rpn_head.rpn_cls'
+    assert choice.teacher_inputs == [dict(student='roi_head.bbox_roi_extractor',
+                                          student_arg='rois', teacher='rpn_head.predict')]
+
+
+def test_segmentation_logits_resized_and_an_auxiliary_head_from_the_decode_head():
+    choice = choose_distillation(tiny_pspnet(), tiny_segformer())
+    decode, aux = choice.losses['loss_kd_decode'], choice.losses['loss_kd_aux']
+    assert (decode['student'], decode['teacher']) == ('decode_head.conv_seg',
+                                                      'decode_head.conv_seg')
+    # SegFormer has no auxiliary head: the student's learns from its decode head.
+    assert (aux['student'], aux['teacher']) == ('auxiliary_head.conv_seg',
+                                                'decode_head.conv_seg')
+    assert (decode['loss_weight'], aux['loss_weight']) == (1.5, 0.5)
+    assert 'teacher resized' in choice.shapes['loss_kd_decode']
+
+
+def test_segmentation_class_counts_that_differ_name_both():
+    teacher = tiny_deeplabv3()
+    teacher.decode_head.conv_seg = torch.nn.Conv2d(16, 150, 1)
+    with pytest.raises(ValueError, match='decode_head predicts 19 classes but the '
+                       "teacher's decode_head predicts 150"):
+        choose_distillation(tiny_pspnet(), teacher)
+
+
+# ------------------------------------------------------ cross-family pairs ---
+DET_PAIRS = {  # student <- teacher
+    'fcos<-retinanet': (tiny_fcos, tiny_retinanet, {'loss_pkd_neck'}),
+    'retinanet<-fcos': (tiny_retinanet, tiny_fcos, {'loss_pkd_neck'}),
+    'gfl<-atss': (tiny_gfl, tiny_atss, {'loss_kd_cls', 'loss_pkd_neck'}),
+    'retinanet<-faster_rcnn': (tiny_retinanet, tiny_faster_rcnn, {'loss_pkd_neck'}),
+}
+
+
+@pytest.mark.parametrize('pair', DET_PAIRS)
+def test_cross_family_detection_pairs_distil_and_take_both_steps(pair):
+    student, teacher, expected = DET_PAIRS[pair]
+    model = distiller(student(build=False), teacher(build=False))
+    assert set(model.distill_losses) == expected
+    check_distils(model, det_batch((64, 64)))
+
+
+SEG_PAIRS = {
+    'pspnet<-deeplabv3': (tiny_pspnet, tiny_deeplabv3),
+    'pspnet<-segformer': (tiny_pspnet, tiny_segformer),
+}
+
+
+@pytest.mark.parametrize('pair', SEG_PAIRS)
+def test_cross_family_segmentation_pairs_distil_and_take_both_steps(pair):
+    student, teacher = SEG_PAIRS[pair]
+    model = distiller(student(build=False), teacher(build=False), scope='mmseg')
+    assert set(model.distill_losses) == {'loss_kd_decode', 'loss_kd_aux'}
+    check_distils(model, seg_batch((64, 64)))
+
+
+def test_two_stage_pair_takes_both_steps_on_the_students_rois():
+    model = distiller(tiny_faster_rcnn(build=False), tiny_faster_rcnn(build=False))
+    assert model.student_inputs is not None and model._teacher_mode == 'tensor'
+    distill = check_distils(model, det_batch((64, 64)))
+    assert {'distill.loss_kd_roi_cls', 'distill.loss_kd_rpn'} <= set(distill)
+
+
+# ------------------------------------------------------------------ scales ---
+def test_the_choice_is_logged_at_build_and_the_scales_at_the_first_step(logged):
+    model = distiller(tiny_retinanet(build=False), tiny_fcos(build=False))
+    build = '\n'.join(logged)
+    assert 'distill_losses not set, so chosen from the two models' in build
+    assert 'left out: bbox_head class scores' in build
+    check_distils(model, det_batch((64, 64)))
+    lines = [m for m in logged if 'automatic distillation scales' in m]
+    assert len(lines) == 1 and 'loss_pkd_neck' in lines[0]
+    model.train_step(dict(inputs=pixels(det_batch((64, 64))[0]),
+                          data_samples=det_batch((64, 64))[1]), optim(model))
+    assert len([m for m in logged if 'automatic distillation scales' in m]) == 1
+
+
+def test_scales_shrink_only_what_exceeds_its_share_and_are_checkpointed():
+    scales = AutoScales(['loss_a', 'loss_b'])
+    task = torch.tensor(2.0)
+    losses = dict(loss_a=torch.tensor(0.5), loss_b=torch.tensor(40.0))
+    scaled = scales(losses, task)
+    # Each at most half the task loss: a keeps its strength, b is brought to 1.0.
+    assert float(scaled['loss_a']) == 0.5
+    assert float(scaled['loss_b']) == pytest.approx(1.0)
+    # Set once: a later batch keeps the scales.
+    again = scales(dict(loss_a=torch.tensor(5.0), loss_b=torch.tensor(40.0)),
+                   torch.tensor(0.1))
+    assert float(again['loss_a']) == 5.0 and float(again['loss_b']) == pytest.approx(1.0)
+    restored = AutoScales(['loss_a', 'loss_b'])
+    restored.load_state_dict(scales.state_dict())
+    assert not restored.pending
+    assert torch.equal(restored.scale, scales.scale)
+
+
+def test_a_zero_or_non_finite_first_value_waits_for_a_usable_step():
+    scales = AutoScales(['loss_a'])
+    scales(dict(loss_a=torch.tensor(0.0)), torch.tensor(1.0))  # e.g. a warm-up weight 0
+    assert scales.pending
+    scales(dict(loss_a=torch.tensor(float('nan'))), torch.tensor(1.0))
+    assert scales.pending
+    scales(dict(loss_a=torch.tensor(4.0)), torch.tensor(1.0))
+    assert not scales.pending and float(scales.scale[0]) == pytest.approx(0.25)
+
+
+def test_written_losses_are_kept_and_an_empty_dict_means_none():
+    written = dict(loss_kd=dict(type='BinaryKLDivergence', student='bbox_head.retina_cls',
+                                teacher='bbox_head.retina_cls'))
+    retinanet = tiny_retinanet(build=False)
+    model = distiller(retinanet, retinanet, distill_losses=written)
+    assert set(model.distill_losses) == {'loss_kd'} and not model.auto_scales.names
+    model = distiller(retinanet, retinanet, distill_losses=dict())
+    assert not model.distill_losses
