@@ -202,3 +202,59 @@ def _batch(scope: str, student) -> dict:
             gt_sem_seg=PixelData(data=labels),
             metainfo=dict(img_shape=IMAGE, ori_shape=IMAGE, pad_shape=IMAGE)))
     return dict(inputs=inputs, data_samples=samples)
+
+
+def test_a_shipped_coco_student_gets_to_its_imagenet_download(tmp_path, monkeypatch):
+    """torchvision is installed: the student's `torchvision://resnet50` init reaches the
+    download, and offline that ends in an error naming the file and the fix."""
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'tst', 'retinanet_r101_r50_coco.py'))
+    teacher_cfg = _no_pretrained(resolve_model_cfg(cfg.model.teacher))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        teacher = MODELS.build(teacher_cfg)
+        torch.save({'state_dict': teacher.state_dict()}, tmp_path / 'teacher.pth')
+        cfg.model.teacher_ckpt = str(tmp_path / 'teacher.pth')
+        model = MODELS.build(copy.deepcopy(cfg.model))
+    # Offline: no cached weights, and every connection refused at once.
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    for var in ('https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'):
+        monkeypatch.setenv(var, 'http://127.0.0.1:9')
+    monkeypatch.delenv('no_proxy', raising=False)
+    monkeypatch.delenv('NO_PROXY', raising=False)
+    with pytest.raises(RuntimeError) as error:
+        model.init_weights()
+    message = str(error.value)
+    assert "model.student.backbone.init_cfg.checkpoint='torchvision://resnet50'" in message
+    assert 'https://download.pytorch.org/models/resnet50' in message
+    assert 'give the local path' in message
+
+
+# What automatic distillation adds to, or writes otherwise than, the shipped pairs'
+# hand-written losses (docs/configs.md, "Automatic distillation"): the RPN's scores
+# where the two RPNs match, and PKD (standardised features) on the necks instead of
+# the plain MSE, including for the Cascade pair whose reference distils RoIs only.
+AUTO_EXTRAS = {'loss_kd_rpn', 'loss_pkd_neck'}
+
+
+@pytest.mark.parametrize('cfg', CONFIGS, ids=osp.basename, indirect=True)
+def test_automatic_distillation_chooses_the_shipped_pairs_modules(cfg):
+    from tst_mm.distill.auto import choose_distillation
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        student = revert_sync_batchnorm(MODELS.build(_no_pretrained(cfg.model.student)))
+        teacher = revert_sync_batchnorm(MODELS.build(
+            _no_pretrained(resolve_model_cfg(cfg.model.teacher))))
+        choice = choose_distillation(student, teacher, cfg.model.get('teacher_inputs'))
+    chosen = {(c['student'], c['teacher']): c for c in choice.losses.values()}
+    for name, written in cfg.model.distill_losses.items():
+        auto = chosen.get((written.student, written.teacher))
+        assert auto is not None, (name, choice.table())
+        if written.type == 'FeatureMimic':  # the neck: PKD instead of the MSE
+            assert auto['type'] == 'FeatureMimic' and auto['normalize'], name
+        else:
+            assert auto['type'] == written.type, name
+            assert auto.get('reduction') == written.get('reduction', 'batchmean'), name
+            assert auto.get('loss_weight', 1.0) == written.get('loss_weight', 1.0), name
+    written_modules = {(w.student, w.teacher) for w in cfg.model.distill_losses.values()}
+    extras = {n for n, c in choice.losses.items()
+              if (c['student'], c['teacher']) not in written_modules}
+    assert extras <= AUTO_EXTRAS, choice.table()
+    assert not choice.teacher_inputs  # the config's own are used

@@ -304,6 +304,14 @@ class TSTDistiller(BaseModel):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
 
+    def init_weights(self) -> None:
+        """The Runner's initialisation (the student's ImageNet weights, e.g.
+        ``torchvision://resnet50``), with a download that fails named, with its fix."""
+        try:
+            super().init_weights()
+        except OSError as error:  # URLError, HTTPError, a missing local file
+            raise RuntimeError(_pretrained_help(self.student, error)) from error
+
     def train(self, mode: bool = True) -> 'TSTDistiller':
         super().train(mode)
         if self.teacher is not None:
@@ -581,6 +589,30 @@ class TSTDistiller(BaseModel):
                 mode: str = 'tensor'):
         """The student's forward, for tools that call the model directly."""
         return _unwrap(self.student)(inputs, data_samples, mode)
+
+
+def _pretrained_help(student: nn.Module, error: Exception) -> str:
+    """What a failed download of the student's initial weights needs: the file, where
+    it comes from, and where to put it."""
+    sources = []
+    for name, module in student.named_modules():
+        cfg = getattr(module, 'init_cfg', None)
+        for item in cfg if isinstance(cfg, list) else [cfg]:
+            if isinstance(item, dict) and item.get('type') == 'Pretrained':
+                sources.append((f'model.student.{name + "." if name else ""}init_cfg'
+                                '.checkpoint', item.get('checkpoint')))
+    lines = []
+    for key, checkpoint in sources:
+        url = checkpoint
+        if isinstance(checkpoint, str) and checkpoint.startswith('torchvision://'):
+            from mmengine.runner.checkpoint import get_torchvision_models
+            url = get_torchvision_models().get(checkpoint[len('torchvision://'):], url)
+        lines.append(f'{key}={checkpoint!r}' + (f' ({url})' if url != checkpoint else ''))
+    where = '; '.join(lines) or 'its init_cfg / pretrained weights'
+    return (f"could not load the student's initial weights ({error}): {where}. Download "
+            'them where there is network access and give the local path in the config '
+            '(or put the file in torch hub\'s cache, $TORCH_HOME/hub/checkpoints, where '
+            'it is found offline); init_cfg=None trains from scratch')
 
 
 def _padding_preprocessor(own: Optional[dict], given: Optional[dict]) -> dict:
