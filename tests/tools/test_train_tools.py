@@ -87,6 +87,21 @@ def test_dist_train_two_processes_on_gloo(workspace, tmp_path):
     assert probes[0]['checksum'] == pytest.approx(probes[1]['checksum'], rel=1e-6)
 
 
+@pytest.mark.parametrize('config, options', [
+    ('pspnet_tiny_syncbn.py', []),
+    ('tst_pspnet_tiny_syncbn.py', ['train_cfg.augment_iters=[0]'])])
+def test_dist_train_on_cpu_turns_syncbn_into_bn(workspace, tmp_path, config, options):
+    """mmseg's Cityscapes configs use SyncBN, which DDP takes on CUDA only: a 2-process
+    gloo run makes it BatchNorm (mmseg's own wrapper, and TST's), and says so."""
+    out = run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'),
+               osp.join(TEST_CONFIGS, config), '2', '--work-dir', str(tmp_path / 'ddp'),
+               '--cfg-options', 'train_cfg.max_iters=1', *options],
+              workspace, env={'PORT': str(free_port())}).stdout
+    assert ('SyncBatchNorm needs CUDA: this CPU distributed run uses BatchNorm for its 28 '
+            'SyncBatchNorm layers, so BN statistics are per process') in out
+    assert 'Iter(train) [1/1]' in out
+
+
 def test_slurm_train_passes_mmdet_arguments_to_srun(tmp_path):
     fake_bin = tmp_path / 'bin'
     fake_bin.mkdir()
