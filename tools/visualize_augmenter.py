@@ -10,7 +10,8 @@
    has none) and, with ``--checkpoint``, load its learned policy from a TST checkpoint;
 3. one row per image: the original, then ``--views`` augmented draws, cropped to the real
    image; boxes (mmdet) drawn with their class names, label maps (mmseg) blended over the
-   image with ignored pixels left clear; each draw is titled with the ops whose gate was on.
+   image in the dataset's palette (``metainfo['palette']``, e.g. Cityscapes' colours) with
+   ignored pixels left clear; each draw is titled with the ops whose gate was on.
 """
 import argparse
 import os
@@ -60,7 +61,7 @@ def pixel_batch(cfg, num_images):
                              rgb_to_bgr=False))
     with torch.no_grad():
         data = prep(pseudo_collate(items), training=True)
-    return data['inputs'].float(), data['data_samples'], dataset.metainfo.get('classes')
+    return data['inputs'].float(), data['data_samples'], dataset.metainfo
 
 
 def build_augmenter(cfg, checkpoint=None):
@@ -87,7 +88,18 @@ def drawn_ops(augmenter, draw, i):
     return ', '.join(names) or '(all gates off)'
 
 
-def show(ax, img, sample, classes, title):
+def label_colors(palette=None) -> np.ndarray:
+    """RGBA (0-1) for each label id 0-255: the dataset's palette where it has one, so
+    classes look as in mmseg's own visualisations, else matplotlib's tab20."""
+    colors = plt.cm.tab20(np.arange(256) % 20)
+    if palette:
+        palette = np.asarray(palette[:256], dtype=float) / 255
+        colors[:len(palette), :3] = palette
+    return colors
+
+
+def show(ax, img, sample, metainfo, title):
+    classes = metainfo.get('classes')
     h, w = sample.metainfo.get('img_shape', img.shape[-2:])
     ax.imshow(img[:, :h, :w].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy())
     inst = getattr(sample, 'gt_instances', None)
@@ -103,7 +115,7 @@ def show(ax, img, sample, classes, title):
     seg = getattr(sample, 'gt_sem_seg', None)
     if seg is not None:
         labels = seg.data[0, :h, :w].cpu().numpy()
-        overlay = plt.cm.tab20(labels % 20)
+        overlay = label_colors(metainfo.get('palette'))[labels]
         overlay[..., 3] = np.where(labels == 255, 0.0, 0.45)
         ax.imshow(overlay)
     ax.set_title(title, fontsize=6)
@@ -115,13 +127,13 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    inputs, samples, classes = pixel_batch(cfg, args.num_images)
+    inputs, samples, metainfo = pixel_batch(cfg, args.num_images)
     augmenter = build_augmenter(cfg, args.checkpoint).to(inputs.device)
     n = len(inputs)
     fig, axes = plt.subplots(n, args.views + 1, squeeze=False,
                              figsize=(2.6 * (args.views + 1), 2.4 * n))
     for i in range(n):
-        show(axes[i, 0], inputs[i], samples[i], classes, 'original')
+        show(axes[i, 0], inputs[i], samples[i], metainfo, 'original')
     for v in range(args.views):
         torch.manual_seed(args.seed + v)  # the draw the forward below makes
         draw = augmenter.sample(n, inputs.device)
@@ -129,7 +141,7 @@ def main(argv=None):
         with torch.no_grad():
             out, new = augmenter(inputs, samples)
         for i in range(n):
-            show(axes[i, v + 1], out[i], new[i], classes, drawn_ops(augmenter, draw, i))
+            show(axes[i, v + 1], out[i], new[i], metainfo, drawn_ops(augmenter, draw, i))
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=150)

@@ -3,6 +3,7 @@ import importlib.util
 import os.path as osp
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,31 @@ def test_loads_the_learned_policy_from_a_checkpoint(tmp_path):
     torch.save({'state_dict': {'backbone.w': torch.zeros(1)}}, str(ckpt))
     with pytest.raises(KeyError, match='augmenter'):
         tool.build_augmenter(cfg, str(ckpt))
+
+
+def test_label_maps_are_drawn_in_the_dataset_palette(tmp_path, cityscapes_digits,
+                                                     monkeypatch):
+    """mmseg's CityscapesDataset has a palette: each class is overlaid in its colour
+    (the digits are trainIds 0-9, the background 10, 'sky'), as mmseg draws it."""
+    from matplotlib.axes import Axes
+    from mmseg.datasets import CityscapesDataset
+
+    overlays, imshow = [], Axes.imshow
+
+    def recording(self, image, *args, **kwargs):
+        if getattr(image, 'ndim', 0) == 3 and image.shape[-1] == 4:  # the RGBA overlays
+            overlays.append(np.asarray(image))
+        return imshow(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, 'imshow', recording)
+    cfg = tmp_path / 'seg.py'
+    cfg.write_text(SEG_CFG.format(root=cityscapes_digits).replace('(64, 96)', '(64, 128)'))
+    _tool().main([str(cfg), '--num-images', '2', '--views', '1',
+                  '--out', str(tmp_path / 'grid.png')])
+    palette = np.asarray(CityscapesDataset.METAINFO['palette']) / 255
+    assert len(overlays) == 4  # 2 images x (original + 1 view)
+    for overlay in overlays:
+        shown = overlay[overlay[..., 3] > 0][:, :3]
+        nearest = np.abs(shown[:, None] - palette[None]).sum(-1).min(1)
+        assert nearest.max() < 1e-6, 'a label drawn in a colour not in the palette'
+        assert np.isclose(shown, palette[10]).all(-1).any()  # the background, 'sky'

@@ -87,6 +87,21 @@ def test_dist_train_two_processes_on_gloo(workspace, tmp_path):
     assert probes[0]['checksum'] == pytest.approx(probes[1]['checksum'], rel=1e-6)
 
 
+@pytest.mark.parametrize('config, options', [
+    ('pspnet_tiny_syncbn.py', []),
+    ('tst_pspnet_tiny_syncbn.py', ['train_cfg.augment_iters=[0]'])])
+def test_dist_train_on_cpu_turns_syncbn_into_bn(workspace, tmp_path, config, options):
+    """mmseg's Cityscapes configs use SyncBN, which DDP takes on CUDA only: a 2-process
+    gloo run makes it BatchNorm (mmseg's own wrapper, and TST's), and says so."""
+    out = run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'),
+               osp.join(TEST_CONFIGS, config), '2', '--work-dir', str(tmp_path / 'ddp'),
+               '--cfg-options', 'train_cfg.max_iters=1', *options],
+              workspace, env={'PORT': str(free_port())}).stdout
+    assert ('SyncBatchNorm needs CUDA: this CPU distributed run uses BatchNorm for its 28 '
+            'SyncBatchNorm layers, so BN statistics are per process') in out
+    assert 'Iter(train) [1/1]' in out
+
+
 def test_slurm_train_passes_mmdet_arguments_to_srun(tmp_path):
     fake_bin = tmp_path / 'bin'
     fake_bin.mkdir()
@@ -110,3 +125,37 @@ def test_slurm_train_passes_mmdet_arguments_to_srun(tmp_path):
     args = record.read_text().splitlines()
     assert args[args.index('-u') + 1].endswith('tools/test.py')
     assert args[-5:] == ['cfg.py', 'ckpt.pth', '--launcher=slurm', '--out', 'r.pkl']
+
+
+@pytest.mark.parametrize('script', ['dist_train.sh', 'dist_test.sh', 'slurm_train.sh',
+                                    'slurm_test.sh'])
+def test_launch_scripts_pick_the_projects_python(tmp_path, script):
+    """$PYTHON if set, else the repo's .venv (a `python` on PATH often lacks torch),
+    else `python`."""
+    repo, fake_bin, record = tmp_path / 'repo', tmp_path / 'bin', tmp_path / 'called.txt'
+    (repo / 'tools').mkdir(parents=True)
+    (repo / 'tools' / script).write_text(open(osp.join(REPO, 'tools', script)).read())
+
+    def fake(path, body):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'#!/bin/sh\n{body}\n')
+        path.chmod(0o755)
+
+    # Each python says which one it is; srun drops its options and runs the command.
+    for name, path in [('path', fake_bin / 'python'), ('custom', tmp_path / 'python'),
+                       ('venv', repo / '.venv' / 'bin' / 'python')]:
+        fake(path, f'echo {name} > {record}')
+    fake(fake_bin / 'srun', 'shift 2; while [ "${1#-}" != "$1" ]; do shift; done; '
+         'exec "$@"')
+    args = (['gpu', 'job', 'cfg.py', 'ckpt.pth'] if script.startswith('slurm')
+            else ['cfg.py', 'ckpt.pth', '2'] if script == 'dist_test.sh' else ['cfg.py', '2'])
+
+    def called(**env):
+        run(['bash', str(repo / 'tools' / script), *args], tmp_path,
+            {'PATH': f'{fake_bin}{os.pathsep}{os.environ["PATH"]}', 'PYTHON': '', **env})
+        return record.read_text().strip()
+
+    assert called() == 'venv'
+    assert called(PYTHON=str(tmp_path / 'python')) == 'custom'
+    (repo / '.venv' / 'bin' / 'python').unlink()
+    assert called() == 'path'

@@ -1,6 +1,6 @@
 """Training machinery: alternating loops, optimizer constructor and the augmenter's
 normalized SGD, DDP wrapper, hooks."""
-from .ddp import TSTDistributedDataParallel
+from .ddp import CPUDistributedDataParallel, TSTDistributedDataParallel
 from .hooks import DistillLossWeightHook, TSTPolicyHook
 from .loops import TSTEpochBasedTrainLoop, TSTIterBasedTrainLoop
 from .normalized_sgd import NormalizedSGD
@@ -8,7 +8,7 @@ from .optim_constructor import TSTOptimWrapperConstructor
 from .rng_state import RNGStateHook
 
 __all__ = [
-    'DistillLossWeightHook', 'NormalizedSGD', 'RNGStateHook', 'TSTDistributedDataParallel',
-    'TSTEpochBasedTrainLoop', 'TSTIterBasedTrainLoop', 'TSTOptimWrapperConstructor',
+    'CPUDistributedDataParallel', 'DistillLossWeightHook', 'NormalizedSGD', 'RNGStateHook',
+    'TSTDistributedDataParallel', 'TSTEpochBasedTrainLoop', 'TSTIterBasedTrainLoop', 'TSTOptimWrapperConstructor',
     'TSTPolicyHook'
 ]

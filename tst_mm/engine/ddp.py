@@ -18,6 +18,8 @@ import torch.nn as nn
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 
+from ..utils import revert_sync_bn_on_cpu
+
 
 @MODEL_WRAPPERS.register_module()
 class TSTDistributedDataParallel(nn.Module):
@@ -40,8 +42,11 @@ class TSTDistributedDataParallel(nn.Module):
         self.module = module
         if device_ids is None and torch.cuda.is_available():
             device_ids = [torch.cuda.current_device()]
+        # The teacher stays in eval mode, where SyncBatchNorm syncs nothing and runs
+        # on the CPU too; the student's must become BatchNorm there.
         module.student = MMDistributedDataParallel(
-            module=module.student, device_ids=device_ids, **ddp_kwargs)
+            module=revert_sync_bn_on_cpu(module.student), device_ids=device_ids,
+            **ddp_kwargs)
         module.student._register_load_state_dict_pre_hook(_into_wrapper)
         # Start every rank from rank 0's augmenter and adapters (the student's DDP
         # does the same for the student).
@@ -62,6 +67,16 @@ class TSTDistributedDataParallel(nn.Module):
 
     def test_step(self, data):
         return self.module.test_step(data)
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's default DDP wrapper for CPU (gloo) runs: SyncBatchNorm, which DDP
+    accepts on CUDA only, becomes BatchNorm first. ``tools/train.py`` and
+    ``tools/test.py`` use it in place of ``MMDistributedDataParallel`` without CUDA."""
+
+    def __init__(self, module: nn.Module, **kwargs):
+        super().__init__(module=revert_sync_bn_on_cpu(module), **kwargs)
 
 
 def _into_wrapper(state_dict, prefix, *args) -> None:
