@@ -76,7 +76,7 @@ RESULTS = 'results.json'
 # The hand-written part of the table's file starts at this heading: a rewrite keeps it.
 NOTES_HEADING = '## Notes'
 # Bump when what a run does changes, so that cached results are redone.
-VERSION = 6
+VERSION = 7
 # RoI / anchor samplers take at most this many per image (see offline_model_cfg).
 MAX_SAMPLED_ROIS = 64
 
@@ -543,6 +543,8 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
                     for stage in ('augment step', 'student step'):
                         if result[stage.split()[0]] != 'ok':  # a skipped update
                             raise FloatingPointError(f'a non-finite loss in the {stage}')
+                    stage = reached('distillation')
+                    result['distill'] = distillation_summary(distiller, batch, log)
                 except Exception as exc:  # noqa: B902
                     note, plain_ok = plain_loss_note(distiller.student, batch)
                     if not plain_ok and sz != sizes[-1]:
@@ -575,6 +577,49 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
         print(result.get('traceback', ''), flush=True)
     send.send(('done', result))
     send.close()
+
+
+def distillation_summary(distiller, batch: dict, log: dict) -> dict:
+    """What automatic distillation chose for a family and how it did in the student
+    step: each loss (logits or features) with its value and its value before the
+    automatic scale, the distillation total over the task loss (both), whether each
+    loss's gradient reaches the student's backbone, and what was left out and why."""
+    import torch
+
+    def value(key):
+        return float(log[key].detach() if hasattr(log[key], 'detach') else log[key])
+
+    choice = distiller.auto_distillation
+    scales = dict(zip(distiller.auto_scales.names, distiller.auto_scales.scale.tolist()))
+    task = sum(value(k) for k in log if k.startswith('student.')
+               and 'loss' in k.split('.', 1)[1])
+    losses = {}
+    for name, loss in distiller.distill_losses.items():
+        scaled = value(f'distill.{name}')
+        losses[name] = dict(
+            kind='features' if type(loss).__name__ == 'FeatureMimic' else 'logits',
+            student=distiller.loss_paths[name][0], value=scaled,
+            raw=scaled / scales[name] if scales.get(name) else scaled)
+    # Each loss's own gradient in the student's first backbone weight (the one step's
+    # own gradient was used and cleared by its update).
+    first = next((p for p in distiller.student.backbone.parameters()
+                  if p.requires_grad and p.dim() > 1), None) \
+        if hasattr(distiller.student, 'backbone') else None
+    if first is not None and losses:
+        data = distiller.data_preprocessor(copy.deepcopy(batch), True)
+        outputs = distiller._student_losses(distiller.student, data['inputs'],
+                                            data['data_samples'])
+        for name in losses:
+            grad = torch.autograd.grad(outputs[f'distill.{name}'], first,
+                                       retain_graph=True, allow_unused=True)[0]
+            losses[name]['reaches_backbone'] = bool(
+                grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0)
+    total = sum(x['value'] for x in losses.values())
+    raw = sum(x['raw'] for x in losses.values())
+    return dict(losses=losses, task=task,
+                ratio=total / task if task else None, raw_ratio=raw / task if task else None,
+                left_out=[f'{what}: {why}' for what, why in
+                          (choice.left_out if choice is not None else [])])
 
 
 def plain_loss_note(student, batch: dict) -> Tuple[str, bool]:
@@ -732,6 +777,55 @@ def summary(results: List[dict], not_run: int = 0) -> List[str]:
     return lines
 
 
+def _modules(paths) -> str:
+    if isinstance(paths, str):
+        return paths
+    return f'{paths[0]} .. {paths[-1].rsplit(".", 1)[-1]}'
+
+
+def distillation_cells(distill: Optional[dict]) -> List[str]:
+    """The table's distillation columns for one family (``-`` where it has none)."""
+    if not distill:
+        return ['-'] * 4
+
+    def listed(kind):
+        names = [_modules(x['student']) + ('' if x.get('reaches_backbone', True)
+                                            else ' (no gradient to the backbone)')
+                 for x in distill['losses'].values() if x['kind'] == kind]
+        return ', '.join(names) or '-'
+    ratio = '-' if distill['ratio'] is None else \
+        f"{distill['ratio']:.2f} ({distill['raw_ratio']:.3g})"
+    return [listed('logits'), listed('features'), ratio,
+            '; '.join(distill['left_out']) or '-']
+
+
+def distillation_summary_lines(results: List[dict]) -> List[str]:
+    ok = [r for r in results if r['category'] == OK]
+    reach = [r for r in ok if any(x.get('reaches_backbone') and x['value'] > 0
+                                  for x in (r.get('distill') or {}).get('losses', {})
+                                  .values())]
+    logits = [r for r in ok if any(x['kind'] == 'logits' for x in
+                                   (r.get('distill') or {}).get('losses', {}).values())]
+    ratios = [r['distill']['ratio'] for r in ok if (r.get('distill') or {}).get('ratio')
+              is not None]
+    raws = [r['distill']['raw_ratio'] for r in ok if (r.get('distill') or {}).get(
+        'raw_ratio') is not None]
+    missing = [r['id'] for r in ok if r not in reach]
+    lines = [f'**Distillation**: {len(reach)} of the {len(ok)} families that take both '
+             'steps distil with automatic losses (no `distill_losses` written) whose '
+             "gradient reaches the student's backbone; "
+             f'{len(logits)} of them distil logits as well as features.']
+    if ratios:
+        lines.append(f'At the first student step the distillation total is '
+                     f'{min(ratios):.2f}-{max(ratios):.2f} times the task loss (the '
+                     'automatic scales keep it at most 1x); before those scales it was '
+                     f'{min(raws):.3g}-{max(raws):.3g} times.')
+    if missing:
+        lines.append('Without a distillation loss reaching the backbone: ' +
+                     ', '.join(missing) + '.')
+    return lines
+
+
 def kept_notes(path: str) -> List[str]:
     """The lines of ``path`` from :data:`NOTES_HEADING` on (none if it has none)."""
     if not osp.isfile(path):
@@ -757,14 +851,16 @@ def write_markdown(path: str, results: List[dict], size: Tuple[int, int],
         'downloads). *builds*: `yes` (the distiller), `model only` (the plain model '
         'builds, the distiller does not) or `no`.', '',
         *summary(results, not_run), '',
-        '| family | config | builds | augment step | student step | reason |',
-        '| --- | --- | --- | --- | --- | --- |']
+        *distillation_summary_lines(results), '',
+        '| family | config | builds | augment step | student step | distilled: logits '
+        '| features | distill / task (unscaled) | left out (why) | reason |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in results:
         reason = r['reason'] if r['category'] == OK or r['category'] in r['reason'] \
             else f"{r['category']}: {r['reason']}"
         lines.append('| ' + ' | '.join(_cell(c) for c in (
             r['id'], r['config'], r['builds'], r['augment'], r['student'],
-            reason)) + ' |')
+            *distillation_cells(r.get('distill')), reason)) + ' |')
     if notes:
         lines += ['', *notes]
     os.makedirs(osp.dirname(path) or '.', exist_ok=True)

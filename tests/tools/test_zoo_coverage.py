@@ -42,17 +42,30 @@ def test_each_family_gets_a_row_and_the_summary(walked):
     tmp_path, out = walked
     assert '[1/3] mmdet/retinanet: ok' in out
     table = rows(tmp_path)
-    assert table['mmdet/retinanet'] == [
-        'mmdet/retinanet', 'retinanet/retinanet_r18_fpn_1x_coco.py', 'yes', 'ok', 'ok', '']
-    assert table['mmseg/segformer'][2:] == ['yes', 'ok', 'ok', '']
-    assert table['mmseg/segformer'][1].startswith('segformer/') and \
-        'cityscapes' in table['mmseg/segformer'][1]
+    retinanet = table['mmdet/retinanet']
+    assert retinanet[:5] == [
+        'mmdet/retinanet', 'retinanet/retinanet_r18_fpn_1x_coco.py', 'yes', 'ok', 'ok']
+    # Distilled with automatic losses: the head's logits and the neck's features, at
+    # most the task loss after the automatic scales; nothing left out; no reason.
+    assert retinanet[5:7] == ['bbox_head.retina_cls', 'neck']
+    assert 0 < float(retinanet[7].split()[0]) <= 1.0001
+    assert retinanet[8:] == ['-', '']
+    segformer = table['mmseg/segformer']
+    assert segformer[2:5] == ['yes', 'ok', 'ok'] and segformer[-1] == ''
+    assert segformer[5] == 'decode_head.conv_seg' and segformer[6] == '-'
+    assert segformer[1].startswith('segformer/') and 'cityscapes' in segformer[1]
     assert table['mmdet/soft_teacher'][2:5] == ['n/a', '-', '-']
-    assert table['mmdet/soft_teacher'][5].startswith(
+    assert table['mmdet/soft_teacher'][5:9] == ['-'] * 4
+    assert table['mmdet/soft_teacher'][9].startswith(
         'not single: SoftTeacher is a semi-supervised teacher-student wrapper')
     text = (tmp_path / 'zoo.md').read_text()
     assert '**2 of 2 families build and take both steps**' in text
-    assert '| family | config | builds | augment step | student step | reason |' in text
+    assert '**Distillation**: 2 of the 2 families that take both steps distil' in text
+    assert '| family | config | builds | augment step | student step | distilled: logits ' \
+        '| features | distill / task (unscaled) | left out (why) | reason |' in text
+    results = json.loads((tmp_path / 'work' / 'results.json').read_text())
+    losses = results['mmdet/retinanet']['distill']['losses']
+    assert all(x['reaches_backbone'] and x['value'] > 0 for x in losses.values())
 
 
 def test_a_rerun_resumes_and_force_reruns(walked):
@@ -116,7 +129,7 @@ def test_a_family_out_of_memory_or_time_is_run_again_alone(
     assert calls == [('mmdet/retinanet', 2, 600), retry]
     row = rows(tmp_path)['mmdet/retinanet']
     assert row[2:5] == ['yes', 'ok', 'ok']
-    assert ('on one scene' if first is OUT_OF_MEMORY else 'with 1200 s') in row[5]
+    assert ('on one scene' if first is OUT_OF_MEMORY else 'with 1200 s') in row[-1]
 
 
 def test_sizes_double_up_to_the_limit():
@@ -254,5 +267,5 @@ def test_a_rewrite_keeps_the_hand_written_notes(tmp_path):
     zoo_coverage.write_markdown(path, results, (128, 128))
     text = (tmp_path / 'zoo.md').read_text()
     assert '[notes](#notes) after it are hand-written' in text
-    assert text.endswith('| mmdet/a | a/a.py | yes | ok | ok |  |\n\n## Notes\n\n'
+    assert text.endswith('| mmdet/a | a/a.py | yes | ok | ok | - | - | - | - |  |\n\n## Notes\n\n'
                          'why a family fails\n')

@@ -286,10 +286,9 @@ def choose_distillation(student: nn.Module, teacher: nn.Module,
     _roi(choice, sp, tp, teacher, teacher_inputs)
     if sp.query_based or tp.query_based:
         choice.left_out.append((
-            'decoder class scores (query-based)', 'each model matches its own queries '
-            'to the objects, so query i of the student and of the teacher describe '
-            'different objects; aligning them needs a bipartite matching between the '
-            'two models\' predictions'))
+            'per-query class scores', 'each model matches its own queries to the '
+            'objects, so query i of one and of the other describe different objects '
+            '(aligning them needs a bipartite matching)'))
     _segmentation(choice, sp, tp)
     features = False
     if sp.neck and tp.neck:

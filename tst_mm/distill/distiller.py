@@ -163,8 +163,11 @@ class TSTDistiller(BaseModel):
             self.teacher = MODELS.build(teacher_cfg) if teacher_cfg is not None else None
             self.augmenter = MODELS.build(augmenter)
             auto = distill_losses is None and self.teacher is not None
+            # What automatic distillation chose, for tools and reports (None: written).
+            self.auto_distillation = None
             if auto:
                 choice = choose_distillation(self.student, self.teacher, teacher_inputs)
+                self.auto_distillation = choice
                 distill_losses = choice.losses
                 teacher_inputs = teacher_inputs or choice.teacher_inputs or None
                 print_log('TSTDistiller: distill_losses not set, so chosen from the two '

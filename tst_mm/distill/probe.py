@@ -335,7 +335,7 @@ def _summarise(model: nn.Module, capture: _Capture, paths: Sequence[str]) -> Pro
         scores, why = _dense_scores(model, name, capture)
         if scores is not None:
             probe.dense[name] = scores
-        elif why is not None:
+        elif why is not None and not probe.query_based:  # said once, for the decoder
             probe.dense_skipped[name] = why
     probe.roi, probe.roi_skipped = _roi_scores(model)
     for name, head in _seg_heads(model):
