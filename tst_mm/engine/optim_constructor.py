@@ -4,7 +4,7 @@ from typing import Optional
 import torch.nn as nn
 from mmengine.logging import MessageHub
 from mmengine.model import is_model_wrapper
-from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
+from mmengine.optim import OptimWrapperDict, build_optim_wrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 PHASES = ('student', 'augmenter')
@@ -25,7 +25,7 @@ class TSTOptimWrapperConstructor:
     augmenter's logits. The teacher is in neither: it is never updated.
 
     Each entry is an ordinary mmengine optim-wrapper config (``type``, ``optimizer``,
-    ``clip_grad``, ``paramwise_cfg``, ...)::
+    ``clip_grad``, ``paramwise_cfg``, its own ``constructor``, ...)::
 
         optim_wrapper = dict(
             constructor='TSTOptimWrapperConstructor',
@@ -59,10 +59,10 @@ class TSTOptimWrapperConstructor:
                                 f'model; {type(distiller).__name__} has no `{attr}`')
         wrappers = {}
         for phase in PHASES:
-            cfg = dict(self.optim_wrapper_cfg[phase])
-            paramwise_cfg = cfg.pop('paramwise_cfg', None)
-            constructor = DefaultOptimWrapperConstructor(cfg, paramwise_cfg)
-            wrappers[phase] = constructor(unwrap(getattr(distiller, phase)))
+            # mmengine's own builder: an entry's `constructor` (e.g. mmdet's layer-wise
+            # lr decay for ConvNeXt / Swin students) and `paramwise_cfg` are honoured.
+            wrappers[phase] = build_optim_wrapper(unwrap(getattr(distiller, phase)),
+                                                  dict(self.optim_wrapper_cfg[phase]))
         # Gradient clipping reports its norm as `train/grad_norm`, the student's key,
         # which the logger would print on student lines: the augmenter's goes to a
         # private hub (the loop logs the augmenter's gradient norms per phase). Built
