@@ -566,6 +566,15 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
                 reason += f' (at {size[0]} x {size[1]}: the plain model fails at smaller sizes)'
         elif stage == 'distiller':
             reason = f'TSTDistiller: {reason}' if category == 'error' else reason
+            if 'did not run on a blank image' in str(exc):
+                # Automatic distillation's probe: does the plain model run at all?
+                with DefaultScope.overwrite_default_scope(scope):
+                    note, plain_ok = plain_loss_note(
+                        MODELS.build(ConfigDict(offline_model_cfg(raw_model, size))),
+                        digit_batch(repo, size, _num_classes(model_cfg), with_mask,
+                                    with_seg, scenes))
+                reason += note
+                exc.tst_plain_fails = not plain_ok
         if category == 'error' and getattr(exc, 'tst_plain_fails', False):
             category = 'plain fails'
         if category == 'not single':

@@ -97,8 +97,24 @@ def _samples(model: nn.Module, size: int, num: int) -> list:
     if is_segmentor(model):
         from mmseg.structures import SegDataSample
         return [SegDataSample(metainfo=meta) for _ in range(num)]
+    import numpy as np
     from mmdet.structures import DetDataSample
-    return [DetDataSample(metainfo=meta) for _ in range(num)]
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    # One object: some detectors' forward runs their head's loss (CondInst's mask
+    # head takes the positives it finds).
+    lo, hi = size // 8, size // 2
+    mask = np.zeros((1, size, size), dtype=np.uint8)
+    mask[:, lo:hi, lo:hi] = 1
+    samples = []
+    for _ in range(num):
+        sample = DetDataSample(metainfo=meta)
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[lo, lo, hi, hi]], dtype=torch.float32),
+            labels=torch.tensor([0]), masks=BitmapMasks(mask, size, size))
+        samples.append(sample)
+    return samples
 
 
 class _Capture:
