@@ -213,6 +213,21 @@ TST_VARIANTS = {
 }
 ARMS.update(TST_VARIANTS)
 
+# Issue 30: distillation chosen from the two models (no distill_losses written), against
+# the hand-written losses of `kd`, and across families: an FCOS teacher for the
+# RetinaNet student (ARM_TEACHERS).
+AUTO_DISTILLATION = {
+    'kd_auto': ('plain KD, automatic distillation (distill_losses not written)', 'tst',
+                ['model.student_views=[clean]', 'train_cfg.augment_iters=[]',
+                 'model.distill_losses=None']),
+    'kd_auto_fcos': ('plain KD from an FCOS teacher, automatic distillation', 'tst',
+                     ['model.student_views=[clean]', 'train_cfg.augment_iters=[]',
+                      'model.distill_losses=None']),
+}
+ARMS.update(AUTO_DISTILLATION)
+# arm -> its teacher, another than the task's: (name, config), trained once as well
+ARM_TEACHERS = {'kd_auto_fcos': ('teacher_fcos', 'configs/study/fcos_r18_digits.py')}
+
 # Issue 21: is there room for a policy at all? KD with a *fixed* policy of the same family
 # (frozen, straight-through gates, against kd_random_aug_st): if no fixed point of the
 # family beats the random one, no learned policy can. Probabilities 0.05 switch a group
@@ -301,7 +316,8 @@ def parse_args():
     parser.add_argument('--tasks', nargs='+', choices=tuple(TASKS), default=list(TASKS))
     parser.add_argument('--arms', nargs='+', choices=tuple(ARMS),
                         default=[arm for arm in ARMS if arm not in TST_VARIANTS
-                                 and arm not in FIXED_POLICIES])
+                                 and arm not in FIXED_POLICIES
+                                 and arm not in AUTO_DISTILLATION])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--work-dir', default='work_dirs/study',
                         help='runs go to WORK_DIR/<task>/<arm>_seed<N> (default: '
@@ -384,17 +400,21 @@ def run_task(task: str, args, progress: Dict, prefix: str = PREFIX) -> Dict[str,
                     metric=spec['metric'],
                     dev=metrics['dev'], heldout=metrics['heldout'])
 
-    teacher_dir = osp.join(work, 'teacher')
-    teacher_ckpt, run = train(f'{task} teacher', spec['teacher'], teacher_dir, common,
-                              [roots['dev']], prefix=prefix)
-    teacher = record(f'{task} teacher', spec['teacher'], teacher_dir, common, teacher_ckpt,
-                     run)
-    records = dict(teacher=dict(teacher, arm='teacher'))
-    with open(osp.join(results, 'teacher.json'), 'w') as f:
-        json.dump(records['teacher'], f, indent=1)
-    print(f'{prefix} {task} teacher: {spec["metric"]} dev '
-          f'{teacher["dev"][spec["metric"]]:.3f}, held-out '
-          f'{teacher["heldout"][spec["metric"]]:.3f}', flush=True)
+    records, teacher_ckpts = {}, {}
+    teachers = dict([('teacher', spec['teacher'])] + [
+        ARM_TEACHERS[arm] for arm in args.arms if arm in ARM_TEACHERS])
+    for key, config in teachers.items():
+        teacher_dir = osp.join(work, key)
+        teacher_ckpts[key], run = train(f'{task} {key}', config, teacher_dir, common,
+                                        [roots['dev']], prefix=prefix)
+        teacher = record(f'{task} {key}', config, teacher_dir, common,
+                         teacher_ckpts[key], run)
+        records[key] = dict(teacher, arm=key)
+        with open(osp.join(results, f'{key}.json'), 'w') as f:
+            json.dump(records[key], f, indent=1)
+        print(f'{prefix} {task} {key}: {spec["metric"]} dev '
+              f'{teacher["dev"][spec["metric"]]:.3f}, held-out '
+              f'{teacher["heldout"][spec["metric"]]:.3f}', flush=True)
 
     for seed in args.seeds:
         for arm in args.arms:
@@ -405,6 +425,10 @@ def run_task(task: str, args, progress: Dict, prefix: str = PREFIX) -> Dict[str,
             name = f'{task} {arm} seed {seed} ({progress["done"]}/{progress["total"]})'
             options = [*common, *arm_options, f'randomness.seed={seed}']
             uses_teacher = config_key == 'tst' and arm != 'random_aug'
+            teacher_key, teacher_config = ARM_TEACHERS.get(arm, ('teacher', None))
+            teacher_ckpt = teacher_ckpts[teacher_key]
+            if teacher_config:
+                options.append(f'model.teacher={teacher_config}')
             if uses_teacher:
                 options.append(f'model.teacher_ckpt={teacher_ckpt}')
             if args.max_iters and arm.startswith('tst'):
