@@ -204,3 +204,22 @@ def test_written_losses_are_kept_and_an_empty_dict_means_none():
     assert set(model.distill_losses) == {'loss_kd'} and not model.auto_scales.names
     model = distiller(retinanet, retinanet, distill_losses=dict())
     assert not model.distill_losses
+
+
+def test_a_users_own_config_distils_through_tools_train(workspace):
+    """README's recipe on a family no shipped config uses (ATSS), no module paths:
+    tools/train.py logs what it chose, the first step's scales, and the losses."""
+    import os.path as osp
+    import sys
+
+    from tests.conftest import REPO, TEST_CONFIGS, run
+    proc = run([sys.executable, osp.join(REPO, 'tools', 'train.py'),
+                osp.join(TEST_CONFIGS, 'tst_atss_tiny_auto.py'), '--work-dir',
+                str(workspace / 'atss')], workspace)
+    log = proc.stdout
+    assert 'distill_losses not set, so chosen from the two models' in log
+    assert 'BinaryKLDivergence  bbox_head.atss_cls' in log
+    assert 'automatic distillation scales at the first student step' in log
+    iters = [line for line in log.splitlines() if 'Iter(train)' in line]
+    assert len(iters) == 2 and all('distill.loss_kd_cls' in line and
+                                   'distill.loss_pkd_neck' in line for line in iters)
