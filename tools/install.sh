@@ -2,6 +2,7 @@
 # Installs tst_mm and its whole stack into a virtual environment; safe to run again.
 #
 #   bash tools/install.sh [VENV]        (default: .venv; `make demo` / `make test` call it)
+#   bash tools/install.sh --jobs        (prints the compile jobs a build would use)
 #
 # 1. create VENV if it does not exist
 # 2. build tools: setuptools < 81 (mmcv and mmengine import pkg_resources), wheel, ninja
@@ -14,6 +15,14 @@
 #    and a CUDA torch are present
 # 5. tst_mm itself, editable, with its test extras
 set -euo pipefail
+
+# Compile jobs for mmcv: every core. GNU nproc honours OMP_NUM_THREADS, which `make test`
+# sets to 1 for pytest (and make passes to this prerequisite): ignore it here.
+JOBS=${MAX_JOBS:-$(env -u OMP_NUM_THREADS nproc)}
+if [ "${1:-}" = "--jobs" ]; then  # what a build would use, for a check
+    echo "$JOBS"
+    exit 0
+fi
 
 VENV=${1:-.venv}
 # The newest pair this machine's registries serve with a torchvision that loads: PyPI's
@@ -83,7 +92,6 @@ else
     DEST="$WHEEL_CACHE/$TAG"
     WHEEL=$(ls "$DEST"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
     if [ -z "$WHEEL" ]; then
-        JOBS=${MAX_JOBS:-$(env -u OMP_NUM_THREADS nproc)}
         say "building mmcv $MMCV_VERSION with ops from source with $JOBS jobs" \
             "(about 9 minutes on 2 cores)"
         mkdir -p "$DEST"
@@ -97,7 +105,6 @@ else
             sed -i 's/-std=c++17/-std=c++20/' "$SRC/mmcv-$MMCV_VERSION/setup.py"
         fi
         # --no-build-isolation: the build must see torch, otherwise it silently skips ops.
-        # GNU nproc honours OMP_NUM_THREADS, which `make test` sets to 1 for pytest.
         # -g0: no debug symbols (a faster build and a smaller wheel).
         CFLAGS="${CFLAGS:--g0}" MMCV_WITH_OPS=1 MAX_JOBS=$JOBS \
             $PIP wheel --no-deps --no-build-isolation --no-cache-dir \
