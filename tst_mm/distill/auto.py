@@ -116,7 +116,7 @@ def _dense(choice: AutoDistillation, head: str, name: str, s: DenseScores,
         choice.left_out.append((
             f'{head} class scores',
             f'the student\'s head emits {layout(s)}, the teacher\'s {layout(t)}: no '
-            'common layout (the necks carry the distillation)'))
+            'common layout'))
         return
     cfg = dict(type='BinaryKLDivergence', reduction='batchmean', level_reduction='sum') \
         if s.sigmoid else dict(type='KLDivergence', reduction='batchmean',
