@@ -29,32 +29,33 @@ def _mmdet_model(config: str, **overrides):
         return MODELS.build(cfg)
 
 
+# A dense head as narrow as the neck: one conv per branch, 3 classes.
+DENSE_HEAD = {'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
+              'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3}
+
+
 def tiny_retinanet(build=True):
     make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
-    return make('retinanet/retinanet_r50_fpn_1x_coco.py',
-                        **{'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
-                           'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3})
+    return make('retinanet/retinanet_r50_fpn_1x_coco.py', **DENSE_HEAD)
 
 
 def tiny_fcos(build=True):
     make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
-    return make('fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
-                        **{'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
-                           'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3,
-                           'bbox_head.loss_bbox': dict(type='GIoULoss', loss_weight=1.0)})
+    return make('fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py', **DENSE_HEAD,
+                **{'bbox_head.loss_bbox': dict(type='GIoULoss', loss_weight=1.0)})
 
 
 def tiny_faster_rcnn(build=True):
     make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
     return make('faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
-                        **{'rpn_head.in_channels': 32, 'rpn_head.feat_channels': 32,
-                           'roi_head.bbox_roi_extractor.out_channels': 32,
-                           'roi_head.bbox_head.in_channels': 32,
-                           'roi_head.bbox_head.fc_out_channels': 32,
-                           'roi_head.bbox_head.num_classes': 3,
-                           # fewer proposals and sampled RoIs keep the CPU test fast
-                           'train_cfg.rpn_proposal.max_per_img': 64,
-                           'train_cfg.rcnn.sampler.num': 32})
+                **{'rpn_head.in_channels': 32, 'rpn_head.feat_channels': 32,
+                   'roi_head.bbox_roi_extractor.out_channels': 32,
+                   'roi_head.bbox_head.in_channels': 32,
+                   'roi_head.bbox_head.fc_out_channels': 32,
+                   'roi_head.bbox_head.num_classes': 3,
+                   # fewer proposals and sampled RoIs keep the CPU test fast
+                   'train_cfg.rpn_proposal.max_per_img': 64,
+                   'train_cfg.rcnn.sampler.num': 32})
 
 
 def det_batch(size=(64, 64), batch=2):
@@ -167,33 +168,29 @@ def _narrow_resnet_v1c(**head_overrides) -> dict:
 def tiny_pspnet(build=True):
     make = _mmseg_model if build else _mmseg_cfg  # a model, or its config
     return make('pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',
-                        **_narrow_resnet_v1c())
+                **_narrow_resnet_v1c())
 
 
 def tiny_deeplabv3(build=True):
     make = _mmseg_model if build else _mmseg_cfg  # a model, or its config
     return make('deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py',
-                        **_narrow_resnet_v1c())
+                **_narrow_resnet_v1c())
 
 
 def tiny_segformer(build=True):
     """SegFormer's MiT at a quarter of B0's width, 19 classes."""
     make = _mmseg_model if build else _mmseg_cfg  # a model, or its config
     return make('segformer/segformer_mit-b0_8xb1-160k_cityscapes-1024x1024.py',
-                        **{'backbone.embed_dims': 8, 'backbone.num_layers': [1, 1, 1, 1],
-                           'decode_head.in_channels': [8, 16, 40, 64],
-                           'decode_head.channels': 16})
+                **{'backbone.embed_dims': 8, 'backbone.num_layers': [1, 1, 1, 1],
+                   'decode_head.in_channels': [8, 16, 40, 64],
+                   'decode_head.channels': 16})
 
 
 def tiny_atss(build=True):
     make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
-    return make('atss/atss_r50_fpn_1x_coco.py',
-                        **{'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
-                           'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3})
+    return make('atss/atss_r50_fpn_1x_coco.py', **DENSE_HEAD)
 
 
 def tiny_gfl(build=True):
     make = _mmdet_model if build else _mmdet_cfg  # a model, or its config
-    return make('gfl/gfl_r50_fpn_1x_coco.py',
-                        **{'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32,
-                           'bbox_head.stacked_convs': 1, 'bbox_head.num_classes': 3})
+    return make('gfl/gfl_r50_fpn_1x_coco.py', **DENSE_HEAD)
