@@ -22,7 +22,9 @@ from study import (ARMS, FIXED_POLICIES, LEARNED_FROM_FIXED, TASKS,  # noqa: E40
                    TST_VARIANTS)
 
 CONTRASTS = (('tst', 'kd_random_aug'), ('tst', 'kd'), ('kd', 'student'),
-             ('kd_random_aug', 'kd'), ('random_aug', 'student'))
+             ('kd_random_aug', 'kd'), ('random_aug', 'student'),
+             # automatic distillation against the written losses and the student alone
+             ('kd_auto', 'kd'), ('kd_auto', 'student'), ('kd_auto_fcos', 'student'))
 # Variants are chosen on the dev images of these seeds; the others are fresh.
 DEV_SEEDS = (0, 1, 2)
 
@@ -55,9 +57,9 @@ def task_table(task: str, runs: Dict[str, Dict[int, dict]]) -> List[str]:
     lines = [f'### {task}: {metric}', '',
              '| arm | seeds | dev | held-out | wall clock (s, median) | CPU (s) | '
              'in augment phases (s) | command |', '|' + ' --- |' * 8]
-    if 'teacher' in runs:
-        teacher = runs['teacher'][0]
-        lines.append(f'| teacher | - | {teacher["dev"][metric]:.3f} | '
+    for name in sorted(arm for arm in runs if arm.startswith('teacher')):
+        teacher = runs[name][0]
+        lines.append(f'| {name} | - | {teacher["dev"][metric]:.3f} | '
                      f'{teacher["heldout"][metric]:.3f} | {teacher["seconds"]:.0f} | '
                      f'{cpu([teacher])} | - | '
                      f'`python tools/study/study.py --tasks {task}` (trained first) |')
