@@ -223,3 +223,23 @@ def test_a_users_own_config_distils_through_tools_train(workspace):
     iters = [line for line in log.splitlines() if 'Iter(train)' in line]
     assert len(iters) == 2 and all('distill.loss_kd_cls' in line and
                                    'distill.loss_pkd_neck' in line for line in iters)
+
+
+def _calibrate_on_rank(rank: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                            world_size=2)
+    scales = AutoScales(['loss_a'])
+    # Each rank sees its own batch: other values, one scale from their means.
+    scales(dict(loss_a=torch.tensor([4.0, 12.0][rank])), torch.tensor([1.0, 3.0][rank]))
+    torch.save(scales.scale, f'{out}.{rank}')
+    dist.destroy_process_group()
+
+
+def test_every_rank_gets_the_same_scales(tmp_path):
+    import torch.multiprocessing as mp
+    out = str(tmp_path / 'scale')
+    mp.spawn(_calibrate_on_rank, args=(str(tmp_path / 'init'), out), nprocs=2)
+    scales = [torch.load(f'{out}.{rank}') for rank in (0, 1)]
+    # Means over the ranks: task 2, loss 8, so the scale is 2 / 8 on both.
+    assert float(scales[0][0]) == float(scales[1][0]) == pytest.approx(0.25)
