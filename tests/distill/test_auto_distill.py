@@ -243,3 +243,20 @@ def test_every_rank_gets_the_same_scales(tmp_path):
     scales = [torch.load(f'{out}.{rank}') for rank in (0, 1)]
     # Means over the ranks: task 2, loss 8, so the scale is 2 / 8 on both.
     assert float(scales[0][0]) == float(scales[1][0]) == pytest.approx(0.25)
+
+
+def test_a_model_that_cannot_be_probed_names_the_way_out(monkeypatch):
+    from tst_mm.distill import probe
+
+    def fails(model, inputs):  # e.g. an op without a CPU kernel
+        raise RuntimeError('no kernel for this device')
+    monkeypatch.setattr(probe, '_forward', fails)
+    retinanet = tiny_retinanet(build=False)
+    with pytest.raises(RuntimeError, match=r'blank image.*Write distill_losses.*'
+                       r'distill_losses=dict\(\) for no distillation'):
+        distiller(retinanet, retinanet)
+    # Written losses are then trained without the build-time check.
+    written = dict(loss_kd=dict(type='BinaryKLDivergence', student='bbox_head.retina_cls',
+                                teacher='bbox_head.retina_cls'))
+    assert set(distiller(retinanet, retinanet, distill_losses=written).distill_losses) \
+        == {'loss_kd'}

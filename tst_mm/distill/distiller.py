@@ -16,7 +16,7 @@ from .inverse_check import InversionCheck
 from .inverse_losses import INVERSE_REDUCTIONS, check_invertible, inverted_task_losses
 from .nonfinite import NonFiniteGuard, bounded
 from .normalize import InputNormalizer
-from .probe import probe_model
+from .probe import ProbeError, probe_model
 from .recorders import ModuleOutputRecorder
 from .student_check import check_single_model
 from .teacher import load_teacher, model_cfg
@@ -166,7 +166,15 @@ class TSTDistiller(BaseModel):
             # What automatic distillation chose, for tools and reports (None: written).
             self.auto_distillation = None
             if auto:
-                choice = choose_distillation(self.student, self.teacher, teacher_inputs)
+                try:
+                    choice = choose_distillation(self.student, self.teacher,
+                                                 teacher_inputs)
+                except ProbeError as error:
+                    raise RuntimeError(
+                        f'distill_losses is not set, and choosing them needs a forward '
+                        f'of each model on a blank image: {error}. Write distill_losses '
+                        '(docs/configs.md#distillation-losses), or set distill_losses='
+                        'dict() for no distillation') from error
                 self.auto_distillation = choice
                 distill_losses = choice.losses
                 teacher_inputs = teacher_inputs or choice.teacher_inputs or None
@@ -283,9 +291,14 @@ class TSTDistiller(BaseModel):
                               _as_list(paths[0]) + _as_list(paths[1]))}
         if not checked:
             return
-        records = [probe_model(model, paths=[p for paths in checked.values()
-                                             for p in _as_list(paths[side])]).records
-                   for side, model in enumerate((self.student, self.teacher))]
+        try:
+            records = [probe_model(model, paths=[p for paths in checked.values()
+                                                 for p in _as_list(paths[side])]).records
+                       for side, model in enumerate((self.student, self.teacher))]
+        except ProbeError as error:  # the check is a courtesy: training will tell
+            print_log(f'TSTDistiller: distill_losses not checked at build ({error})',
+                      logger='current')
+            return
         for name, (student_paths, teacher_paths) in checked.items():
             try:
                 with torch.no_grad():

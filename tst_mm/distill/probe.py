@@ -29,6 +29,10 @@ PROBE_SIZES = (256, 512)
 DENSE_HEADS = ('rpn_head', 'bbox_head')
 
 
+class ProbeError(RuntimeError):
+    """A model that does not run on the blank probe image."""
+
+
 @dataclass
 class DenseScores:
     """A dense detection head's class scores: one map per level."""
@@ -292,7 +296,7 @@ def probe_model(model: nn.Module, size: Optional[int] = None,
             ``Probe.records`` (each module must exist).
 
     Raises:
-        RuntimeError: When the model's forward fails at every probe size.
+        ProbeError: When the model's forward fails at every probe size.
     """
     sizes = (size, ) if size else PROBE_SIZES
     heads = dict(_seg_heads(model))
@@ -329,8 +333,8 @@ def probe_model(model: nn.Module, size: Optional[int] = None,
             for module, training in modes:
                 module.training = training
     else:
-        raise RuntimeError(f'{type(model).__name__} did not run on a blank image of '
-                           f'{" or ".join(str(s) for s in sizes)} pixels ({error!r})')
+        raise ProbeError(f'{type(model).__name__} did not run on a blank image of '
+                         f'{" or ".join(str(s) for s in sizes)} pixels ({error!r})')
     return _summarise(model, capture, paths)
 
 
