@@ -10,7 +10,7 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .auto import AutoScales, choose_distillation
+from .auto import AutoDistillation, AutoScales, choose_distillation
 from .freeze import frozen, loss_mode
 from .inverse_check import InversionCheck
 from .inverse_losses import INVERSE_REDUCTIONS, check_invertible, inverted_task_losses
@@ -164,23 +164,12 @@ class TSTDistiller(BaseModel):
             self.augmenter = MODELS.build(augmenter)
             auto = distill_losses is None and self.teacher is not None
             # What automatic distillation chose, for tools and reports (None: written).
-            self.auto_distillation = None
+            self.auto_distillation = self._choose_distillation(teacher_inputs) \
+                if auto else None
             if auto:
-                try:
-                    choice = choose_distillation(self.student, self.teacher,
-                                                 teacher_inputs)
-                except ProbeError as error:
-                    raise RuntimeError(
-                        f'distill_losses is not set, and choosing them needs a forward '
-                        f'of each model on a blank image: {error}. Write distill_losses '
-                        '(docs/configs.md#distillation-losses), or set distill_losses='
-                        'dict() for no distillation') from error
-                self.auto_distillation = choice
-                distill_losses = choice.losses
-                teacher_inputs = teacher_inputs or choice.teacher_inputs or None
-                print_log('TSTDistiller: distill_losses not set, so chosen from the two '
-                          'models (write distill_losses to choose, distill_losses=dict() '
-                          'for none):\n' + choice.table(), logger='current')
+                distill_losses = self.auto_distillation.losses
+                teacher_inputs = teacher_inputs or \
+                    self.auto_distillation.teacher_inputs or None
             self._build_distill_losses(distill_losses or {})
         # Automatic losses are scaled at the first student step (see AutoScales).
         self.auto_scales = AutoScales(list(self.distill_losses) if auto else [])
@@ -281,6 +270,22 @@ class TSTDistiller(BaseModel):
                                   cfg.pop('teacher_levels', None))
         self.distill_losses[name] = MODELS.build(cfg)
 
+    def _choose_distillation(self, teacher_inputs: Optional[Sequence[dict]]
+                             ) -> AutoDistillation:
+        """The losses for the two models (:mod:`tst_mm.distill.auto`), logged."""
+        try:
+            choice = choose_distillation(self.student, self.teacher, teacher_inputs)
+        except ProbeError as error:
+            raise RuntimeError(
+                'distill_losses is not set, and choosing them needs a forward of each '
+                f'model on a blank image: {error}. Write distill_losses (docs/configs.md'
+                '#distillation-losses), or set distill_losses=dict() for no '
+                'distillation') from error
+        print_log('TSTDistiller: distill_losses not set, so chosen from the two models '
+                  '(write distill_losses to choose, distill_losses=dict() for none):\n' +
+                  choice.table(), logger='current')
+        return choice
+
     def _check_distill_losses(self) -> None:
         """Each written loss on what its modules emit on a blank image, so that a
         channel or level mismatch is an error at build, not at the first student step
@@ -299,10 +304,11 @@ class TSTDistiller(BaseModel):
             print_log(f'TSTDistiller: distill_losses not checked at build ({error})',
                       logger='current')
             return
+        getters = [r.__getitem__ for r in records]
         for name, (student_paths, teacher_paths) in checked.items():
             try:
                 with torch.no_grad():
-                    self.distill_losses[name](*self._loss_inputs(name, *records))
+                    self.distill_losses[name](*self._loss_inputs(name, *getters))
             except (ValueError, RuntimeError, TypeError, IndexError) as error:
                 raise ValueError(f'distill_losses.{name} does not fit the two models '
                                  f'(student {student_paths!r}, teacher {teacher_paths!r}) '
@@ -562,16 +568,16 @@ class TSTDistiller(BaseModel):
                   for name, loss in self.distill_losses.items()}
         return self.auto_scales(losses, task)
 
-    def _loss_inputs(self, name: str, student_records, teacher_records) -> tuple:
-        """A loss's (student, teacher) arguments: its modules' records, the levels it
-        names."""
+    def _loss_inputs(self, name: str, student_record, teacher_record) -> tuple:
+        """A loss's (student, teacher) arguments: its modules' records (``*_record``
+        gives a module's record, as a recorder's ``get``), the levels it names."""
         inputs = []
-        for paths, levels, records in zip(self.loss_paths[name], self.loss_levels[name],
-                                          (student_records, teacher_records)):
+        for paths, levels, get in zip(self.loss_paths[name], self.loss_levels[name],
+                                      (student_record, teacher_record)):
             if isinstance(paths, str):
-                record = _get(records, paths)
+                record = get(paths)
             else:  # one module per level
-                record = [x for p in paths for x in _listed(_get(records, p))]
+                record = [x for p in paths for x in _listed(get(p))]
             if levels is not None:
                 record = [_listed(record)[i] for i in levels]
             inputs.append(record)
@@ -656,11 +662,6 @@ def _as_list(paths: Paths) -> List[str]:
 
 def _listed(record) -> list:
     return list(record) if isinstance(record, (list, tuple)) else [record]
-
-
-def _get(records, path: str):
-    """A record from a recorder's ``get`` or a dict of records."""
-    return records[path] if isinstance(records, dict) else records(path)
 
 
 def _rename_prefix(state_dict: dict, old: str, new: str) -> None:
