@@ -128,12 +128,12 @@ def _dense(choice: AutoDistillation, head: str, name: str, s: DenseScores,
 # ----------------------------------------------------------------------- RoIs ---
 def _roi(choice: AutoDistillation, sp: Probe, tp: Probe, teacher: nn.Module,
          teacher_inputs: Optional[Sequence[dict]]) -> None:
-    if sp.roi is None and tp.roi is None:
-        return
     if sp.roi is None or tp.roi is None:
-        why = sp.roi_skipped or tp.roi_skipped or 'only one of the two models has an ' \
-            'RoI head'
-        choice.left_out.append(('RoI class logits', why))
+        why = sp.roi_skipped or tp.roi_skipped
+        if why is None and (sp.roi or tp.roi):
+            why = 'only one of the two models has an RoI head'
+        if why is not None:
+            choice.left_out.append(('RoI class logits', why))
         return
     s, t = sp.roi, tp.roi
     if not hasattr(getattr(teacher, 'rpn_head', None), 'predict'):

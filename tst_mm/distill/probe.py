@@ -220,6 +220,10 @@ def _roi_scores(model: nn.Module) -> Tuple[Optional[RoIScores], Optional[str]]:
     if kind not in ('StandardRoIHead', 'CascadeRoIHead'):
         return None, (f'{kind} is not a StandardRoIHead / CascadeRoIHead, whose RoIs '
                       'the teacher can be given')
+    if 'TwoStagePanopticSegmentor' in class_names(model):
+        # Its forward makes proposals with predict_by_feat, not predict.
+        return None, (f'{type(model).__name__} makes its proposals without its RPN '
+                      "head's predict(), so the student's RoIs cannot replace them")
     cascade = 'CascadeRoIHead' in names
     prefix = 'roi_head.bbox_head.0' if cascade else 'roi_head.bbox_head'
     extractor = 'roi_head.bbox_roi_extractor.0' if cascade else 'roi_head.bbox_roi_extractor'
