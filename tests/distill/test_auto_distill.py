@@ -42,7 +42,8 @@ def pixels(inputs):
 
 def check_distils(model, batch):
     """Both steps run; each distillation loss is finite, non-zero and its gradient
-    reaches the student's backbone; together they are no larger than the task loss."""
+    reaches the student's backbone; together they are at most ``auto_distill_ratio``
+    times the task loss."""
     inputs, samples = batch
     data = dict(inputs=pixels(inputs), data_samples=samples)
     ow = optim(model)
@@ -52,7 +53,7 @@ def check_distils(model, batch):
     task = sum(float(v) for k, v in log.items()
                if k.startswith('student.') and 'loss' in k.split('.')[-1])
     assert distill, log
-    assert sum(distill.values()) <= task * 1.0001, (distill, task)
+    assert sum(distill.values()) <= model.auto_scales.ratio * task * 1.0001, (distill, task)
     # Each loss alone, on the same batch: its gradient reaches the first layer.
     pre = model.data_preprocessor(copy.deepcopy(data), True)
     first = next(p for p in model.student.backbone.parameters() if p.dim() > 1)
@@ -169,7 +170,7 @@ def test_the_choice_is_logged_at_build_and_the_scales_at_the_first_step(logged):
 
 
 def test_scales_shrink_only_what_exceeds_its_share_and_are_checkpointed():
-    scales = AutoScales(['loss_a', 'loss_b'])
+    scales = AutoScales(['loss_a', 'loss_b'], ratio=1.0)
     task = torch.tensor(2.0)
     losses = dict(loss_a=torch.tensor(0.5), loss_b=torch.tensor(40.0))
     scaled = scales(losses, task)
@@ -180,14 +181,24 @@ def test_scales_shrink_only_what_exceeds_its_share_and_are_checkpointed():
     again = scales(dict(loss_a=torch.tensor(5.0), loss_b=torch.tensor(40.0)),
                    torch.tensor(0.1))
     assert float(again['loss_a']) == 5.0 and float(again['loss_b']) == pytest.approx(1.0)
-    restored = AutoScales(['loss_a', 'loss_b'])
+    restored = AutoScales(['loss_a', 'loss_b'], ratio=1.0)
     restored.load_state_dict(scales.state_dict())
     assert not restored.pending
     assert torch.equal(restored.scale, scales.scale)
 
 
+def test_the_ratio_bounds_the_total_and_is_checked():
+    scales = AutoScales(['loss_a', 'loss_b'])  # 10x the task loss by default
+    scaled = scales(dict(loss_a=torch.tensor(3.0), loss_b=torch.tensor(400.0)),
+                    torch.tensor(2.0))
+    assert float(scaled['loss_a']) == 3.0  # within its share, 10
+    assert float(scaled['loss_b']) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match='auto_distill_ratio must be a finite number'):
+        AutoScales(['loss_a'], ratio=0)
+
+
 def test_a_zero_or_non_finite_first_value_waits_for_a_usable_step():
-    scales = AutoScales(['loss_a'])
+    scales = AutoScales(['loss_a'], ratio=1.0)
     scales(dict(loss_a=torch.tensor(0.0)), torch.tensor(1.0))  # e.g. a warm-up weight 0
     assert scales.pending
     scales(dict(loss_a=torch.tensor(float('nan'))), torch.tensor(1.0))
@@ -229,7 +240,7 @@ def _calibrate_on_rank(rank: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
     dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
                             world_size=2)
-    scales = AutoScales(['loss_a'])
+    scales = AutoScales(['loss_a'], ratio=1.0)
     # Each rank sees its own batch: other values, one scale from their means.
     scales(dict(loss_a=torch.tensor([4.0, 12.0][rank])), torch.tensor([1.0, 3.0][rank]))
     torch.save(scales.scale, f'{out}.{rank}')

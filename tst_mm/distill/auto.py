@@ -306,21 +306,28 @@ class AutoScales(nn.Module):
     """The scale of each automatic loss, set at the first student step that computes
     it (and checkpointed with the model, so a resumed run keeps it).
 
-    A loss ``L_i`` (with its loss weight) gets ``s_i = min(1, T / (k * L_i))``, where
-    ``T`` is the student's task loss and ``k`` the number of automatic losses, all on
-    that first batch (averaged over ranks, so every rank gets the same scales): a loss
-    already no larger than its share of the task loss keeps its natural strength; a
-    larger one (a KL summed over 100k anchors x 80 classes next to a focal loss
-    divided by the positives) is brought down to its share, so the distillation total
-    starts at most at the task loss's size.
+    A loss ``L_i`` (with its loss weight) gets ``s_i = min(1, r * T / (k * L_i))``,
+    where ``T`` is the student's task loss, ``k`` the number of automatic losses and
+    ``r`` the ``ratio``, all on that first batch (averaged over ranks, so every rank
+    gets the same scales): a loss already within its share of ``r`` times the task loss
+    keeps its natural strength; a larger one (a KL summed over 100k anchors x 80
+    classes next to a focal loss divided by the positives) is brought down to its
+    share, so the distillation total starts at most at ``r`` times the task loss.
 
     Args:
         names (Sequence[str]): The automatic losses.
+        ratio (float): The most the distillation total may be at the first student
+            step, as a multiple of the task loss. Defaults to 10.
     """
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], ratio: float = 10.0) -> None:
         super().__init__()
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or \
+                not 0 < ratio < float('inf'):
+            raise ValueError(f'auto_distill_ratio must be a finite number > 0, got '
+                             f'{ratio!r}')
         self.names = list(names)
+        self.ratio = float(ratio)
         self.register_buffer('scale', torch.ones(len(self.names)))
         self.register_buffer('calibrated', torch.zeros(len(self.names), dtype=torch.bool))
 
@@ -355,7 +362,7 @@ class AutoScales(nn.Module):
         if not bool(torch.isfinite(values).all()) or values[0] <= 0:
             return None  # the non-finite guard skips this step; try the next one
         task_value, raw = values[0], values[1:]
-        share = task_value / len(self.names)
+        share = self.ratio * task_value / len(self.names)
         parts = []
         for (name, i), value in zip(index.items(), raw):
             if self.calibrated[i] or value <= 0:  # e.g. a warm-up weight of 0
@@ -367,4 +374,4 @@ class AutoScales(nn.Module):
             return None
         return (f'TSTDistiller: automatic distillation scales at the first student step '
                 f'(task loss {float(task_value):.4g}; each loss at most its 1/'
-                f'{len(self.names)} share): ' + ', '.join(parts))
+                f'{len(self.names)} share of {self.ratio:g}x that): ' + ', '.join(parts))

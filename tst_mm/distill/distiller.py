@@ -119,6 +119,10 @@ class TSTDistiller(BaseModel):
             the student inverse have the same say in the direction whatever their
             scales (``augment_loss_weights`` then only switch terms on or off).
             Defaults to False (the weighted sum, as the reference).
+        auto_distill_ratio (float): Automatic losses only: the most their total may
+            be at the first student step, as a multiple of the student's task loss;
+            each loss larger than its share is scaled down to it, for good
+            (:class:`tst_mm.distill.auto.AutoScales`). Defaults to 10.
         data_preprocessor (dict, optional): Pads and stacks (e.g. mmseg's
             ``SegDataPreProcessor``: pad to the crop size, labels with 255); its
             normalisation and channel order are replaced by pixel-space RGB. Used only
@@ -143,6 +147,7 @@ class TSTDistiller(BaseModel):
                  augmenter_param_bound: float = 10.0,
                  teacher_margin: Optional[float] = None,
                  augment_grad_balance: bool = False,
+                 auto_distill_ratio: float = 10.0,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg = model_cfg(student)
@@ -172,7 +177,8 @@ class TSTDistiller(BaseModel):
                     self.auto_distillation.teacher_inputs or None
             self._build_distill_losses(distill_losses or {})
         # Automatic losses are scaled at the first student step (see AutoScales).
-        self.auto_scales = AutoScales(list(self.distill_losses) if auto else [])
+        self.auto_scales = AutoScales(list(self.distill_losses) if auto else [],
+                                      auto_distill_ratio)
         self.student_normalizer = InputNormalizer(student_cfg.get('data_preprocessor'))
         if self.teacher is not None:
             check_single_model(self.teacher)
