@@ -271,3 +271,20 @@ def test_a_model_that_cannot_be_probed_names_the_way_out(monkeypatch):
                                 teacher='bbox_head.retina_cls'))
     assert set(distiller(retinanet, retinanet, distill_losses=written).distill_losses) \
         == {'loss_kd'}
+
+
+def test_a_head_that_needs_annotations_is_left_out_and_the_backbone_distils():
+    """mmseg's Mask2Former head needs the data samples in its forward and predicts per
+    query: the probe runs the heads one by one, and the backbones are distilled."""
+    from tests.distill.tiny_models import _mmseg_cfg
+    # ResNet-18 under the config's own head (its widths are tied together).
+    cfg = _mmseg_cfg('mask2former/mask2former_r50_8xb2-90k_cityscapes-512x1024.py',
+                     **{'backbone.depth': 18,
+                        'decode_head.in_channels': [64, 128, 256, 512]})
+    from mmengine.registry import MODELS
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        student, teacher = MODELS.build(cfg), MODELS.build(copy.deepcopy(cfg))
+    choice = choose_distillation(student, teacher)
+    assert all(c['student'] == 'backbone' for c in choice.losses.values())
+    assert any('Mask2FormerHead predicts no per-pixel class logits' in why
+               for _, why in choice.left_out)

@@ -24,7 +24,8 @@ from .recorders import _as_record
 
 Shape = Tuple[int, ...]
 # The side of the blank probe image; twice that if a model cannot run on it (DINO's
-# queries, SSD300's extra layers).
+# queries, SSD300's extra layers), then a segmentor's own crop size (BEiT's position
+# bias is tied to it).
 PROBE_SIZES = (256, 512)
 DENSE_HEADS = ('rpn_head', 'bbox_head')
 
@@ -95,9 +96,9 @@ def _maps(output: Any) -> Optional[List[Shape]]:
     return [tuple(x.shape[1:]) for x in items]
 
 
-def _samples(model: nn.Module, size: int, num: int) -> list:
-    meta = dict(img_shape=(size, size), pad_shape=(size, size), ori_shape=(size, size),
-                batch_input_shape=(size, size), scale_factor=(1.0, 1.0))
+def _samples(model: nn.Module, size: Tuple[int, int], num: int) -> list:
+    meta = dict(img_shape=size, pad_shape=size, ori_shape=size, batch_input_shape=size,
+                scale_factor=(1.0, 1.0))
     if is_segmentor(model):
         from mmseg.structures import SegDataSample
         return [SegDataSample(metainfo=meta) for _ in range(num)]
@@ -108,15 +109,16 @@ def _samples(model: nn.Module, size: int, num: int) -> list:
 
     # One object: some detectors' forward runs their head's loss (CondInst's mask
     # head takes the positives it finds).
-    lo, hi = size // 8, size // 2
-    mask = np.zeros((1, size, size), dtype=np.uint8)
+    h, w = size
+    lo, hi = min(h, w) // 8, min(h, w) // 2
+    mask = np.zeros((1, h, w), dtype=np.uint8)
     mask[:, lo:hi, lo:hi] = 1
     samples = []
     for _ in range(num):
         sample = DetDataSample(metainfo=meta)
         sample.gt_instances = InstanceData(
             bboxes=torch.tensor([[lo, lo, hi, hi]], dtype=torch.float32),
-            labels=torch.tensor([0]), masks=BitmapMasks(mask, size, size))
+            labels=torch.tensor([0]), masks=BitmapMasks(mask, h, w))
         samples.append(sample)
     return samples
 
@@ -261,13 +263,15 @@ def _seg_heads(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return heads
 
 
-def _seg_logits(model: nn.Module, name: str, head: nn.Module, output: Any,
-                capture: _Capture) -> Tuple[Optional[SegLogits], Optional[str]]:
+def _seg_logits(name: str, head: nn.Module, output: Any, capture: _Capture,
+                failure: Optional[str]) -> Tuple[Optional[SegLogits], Optional[str]]:
     kind = type(head).__name__
     conv = getattr(head, 'conv_seg', None)
-    if not isinstance(conv, nn.Conv2d) or not isinstance(output, Tensor):
+    if not isinstance(conv, nn.Conv2d):
         return None, (f'{kind} predicts no per-pixel class logits (e.g. a query-based '
                       'head, whose per-query classes need a matching)')
+    if failure is not None or not isinstance(output, Tensor):
+        return None, f'{kind} does not run on a blank image ({failure})'
     module = _deepest(_producers(capture, output, name))
     if module != f'{name}.conv_seg':
         return None, (f'{kind} transforms its conv_seg logits in forward, so its '
@@ -276,33 +280,57 @@ def _seg_logits(model: nn.Module, name: str, head: nn.Module, output: Any,
     return SegLogits(name, module, tuple(output.shape[1:]), sigmoid), None
 
 
-def _forward(model: nn.Module, inputs: Tensor) -> None:
-    samples = _samples(model, inputs.size(-1), inputs.size(0))
-    model(inputs, samples, 'tensor')
-    if is_segmentor(model):
-        # Auxiliary heads run in the training loss only: run them on the features.
-        feats = model.extract_feat(inputs)
-        for name, head in _seg_heads(model):
-            if name.startswith('auxiliary_head'):
+def _forward(model: nn.Module, inputs: Tensor) -> Dict[str, str]:
+    """The model's forward on ``inputs``; for a segmentor, each head apart, so that one
+    that needs annotations (mmseg's MaskFormer heads) fails alone. Returns the heads
+    that failed, with the reason."""
+    samples = _samples(model, tuple(inputs.shape[-2:]), inputs.size(0))
+    if not is_segmentor(model):
+        model(inputs, samples, 'tensor')
+        return {}
+    failed = {}
+    feats = model.extract_feat(inputs)
+    heads = _seg_heads(model)
+    try:
+        model(inputs, samples, 'tensor')  # the decode heads (a cascade chains them)
+    except Exception as error:  # noqa: BLE001  (the reason a head is left out)
+        failed.update({name: repr(error) for name, _ in heads
+                       if name.startswith('decode_head')})
+    # Auxiliary heads run in the training loss only: run them on the features.
+    for name, head in heads:
+        if name.startswith('auxiliary_head'):
+            try:
                 head(feats)
+            except Exception as error:  # noqa: BLE001
+                failed[name] = repr(error)
+    return failed
 
 
-def probe_model(model: nn.Module, size: Optional[int] = None,
+def _probe_sizes(model: nn.Module) -> List[Tuple[int, int]]:
+    sizes = [(side, side) for side in PROBE_SIZES]
+    crop = getattr(getattr(model, 'data_preprocessor', None), 'size', None)
+    if crop and tuple(crop) not in sizes:
+        sizes.append(tuple(crop))
+    return sizes
+
+
+def probe_model(model: nn.Module, size: Optional[Tuple[int, int]] = None,
                 paths: Sequence[str] = ()) -> Probe:
-    """Runs ``model`` once on a blank ``size`` x ``size`` image and reports what it
-    emits (see :class:`Probe`).
+    """Runs ``model`` once on a blank image and reports what it emits (see
+    :class:`Probe`).
 
     Args:
         model (nn.Module): A built mmdet detector or mmseg segmentor.
-        size (int, optional): The probe image's side. Defaults to the first of
-            :data:`PROBE_SIZES` the model runs at.
+        size (tuple[int, int], optional): The probe image's (h, w). Defaults to the
+            first the model runs at of :data:`PROBE_SIZES` squared and a segmentor's
+            crop size.
         paths (Sequence[str]): Modules whose outputs to return as well, in
             ``Probe.records`` (each module must exist).
 
     Raises:
         ProbeError: When the model's forward fails at every probe size.
     """
-    sizes = (size, ) if size else PROBE_SIZES
+    sizes = [tuple(size)] if size else _probe_sizes(model)
     heads = dict(_seg_heads(model))
     for name in DENSE_HEADS:
         head = getattr(model, name, None)
@@ -318,7 +346,7 @@ def probe_model(model: nn.Module, size: Optional[int] = None,
     roi_head = getattr(model, 'roi_head', None)
     skip_roi = isinstance(roi_head, nn.Module) and not any(
         p == 'roi_head' or p.startswith('roi_head.') for p in paths)
-    for side in sizes:
+    for h, w in sizes:
         capture = _Capture(model, prefixes, heads)
         if skip_roi:
             roi_head.forward = lambda *args, **kwargs: ()
@@ -326,7 +354,7 @@ def probe_model(model: nn.Module, size: Optional[int] = None,
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 model.eval()
                 torch.manual_seed(0)
-                _forward(model, torch.zeros(1, 3, side, side, device=device))
+                failed = _forward(model, torch.zeros(1, 3, h, w, device=device))
             break
         except Exception as err:  # noqa: BLE001  (reported with the model's name)
             error = err
@@ -338,11 +366,13 @@ def probe_model(model: nn.Module, size: Optional[int] = None,
                 module.training = training
     else:
         raise ProbeError(f'{type(model).__name__} did not run on a blank image of '
-                         f'{" or ".join(str(s) for s in sizes)} pixels ({error!r})')
-    return _summarise(model, capture, paths)
+                         f'{" or ".join(f"{h} x {w}" for h, w in sizes)} pixels '
+                         f'({error!r})')
+    return _summarise(model, capture, paths, failed)
 
 
-def _summarise(model: nn.Module, capture: _Capture, paths: Sequence[str]) -> Probe:
+def _summarise(model: nn.Module, capture: _Capture, paths: Sequence[str],
+               failed: Dict[str, str]) -> Probe:
     probe = Probe()
     for path in paths:
         calls = capture.outputs.get(path)
@@ -363,8 +393,8 @@ def _summarise(model: nn.Module, capture: _Capture, paths: Sequence[str]) -> Pro
             probe.dense_skipped[name] = why
     probe.roi, probe.roi_skipped = _roi_scores(model)
     for name, head in _seg_heads(model):
-        logits, why = _seg_logits(model, name, head, capture.head_outputs.get(name),
-                                  capture)
+        logits, why = _seg_logits(name, head, capture.head_outputs.get(name), capture,
+                                  failed.get(name))
         if logits is not None:
             probe.seg.append(logits)
         else:
