@@ -609,20 +609,22 @@ def distillation_summary(distiller, batch: dict, log: dict) -> dict:
             kind='features' if type(loss).__name__ == 'FeatureMimic' else 'logits',
             student=distiller.loss_paths[name][0], value=scaled,
             raw=scaled / scales[name] if scales.get(name) else scaled)
-    # Each loss's own gradient in the student's first backbone weight (the one step's
-    # own gradient was used and cleared by its update).
-    first = next((p for p in distiller.student.backbone.parameters()
-                  if p.requires_grad and p.dim() > 1), None) \
-        if hasattr(distiller.student, 'backbone') else None
-    if first is not None and losses:
+    # Each loss's own gradient in the student's backbone weights (the step's own
+    # gradient was used and cleared by its update). All of them: at initialisation
+    # a zero-initialised residual branch (mmdet's ResNet) passes none to its convs.
+    backbone = [p for p in distiller.student.backbone.parameters() if p.requires_grad] \
+        if hasattr(distiller.student, 'backbone') else []
+    if backbone and losses:
         data = distiller.data_preprocessor(copy.deepcopy(batch), True)
         outputs = distiller._student_losses(distiller.student, data['inputs'],
                                             data['data_samples'])
         for name in losses:
-            grad = torch.autograd.grad(outputs[f'distill.{name}'], first,
-                                       retain_graph=True, allow_unused=True)[0]
-            losses[name]['reaches_backbone'] = bool(
-                grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0)
+            grads = [g for g in torch.autograd.grad(
+                outputs[f'distill.{name}'], backbone, retain_graph=True,
+                allow_unused=True) if g is not None]
+            losses[name]['reaches_backbone'] = bool(grads) and all(
+                bool(torch.isfinite(g).all()) for g in grads) and \
+                sum(float(g.abs().sum()) for g in grads) > 0
     total = sum(x['value'] for x in losses.values())
     raw = sum(x['raw'] for x in losses.values())
     return dict(losses=losses, task=task,

@@ -54,14 +54,14 @@ def check_distils(model, batch):
                if k.startswith('student.') and 'loss' in k.split('.')[-1])
     assert distill, log
     assert sum(distill.values()) <= model.auto_scales.ratio * task * 1.0001, (distill, task)
-    # Each loss alone, on the same batch: its gradient reaches the first layer.
+    # Each loss alone, on the same batch: its gradient reaches the backbone's stem.
     pre = model.data_preprocessor(copy.deepcopy(data), True)
-    first = next(p for p in model.student.backbone.parameters() if p.dim() > 1)
+    stem = next(p for p in model.student.backbone.parameters() if p.dim() > 1)
     for name in distill:
         losses = model._student_losses(model.student, pre['inputs'], pre['data_samples'])
         value = losses[name]
         assert torch.isfinite(value) and value > 0, (name, value)
-        grad, = torch.autograd.grad(value, first, allow_unused=True)
+        grad, = torch.autograd.grad(value, stem, allow_unused=True)
         assert grad is not None and grad.abs().sum() > 0, name
     return distill
 
