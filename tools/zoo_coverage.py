@@ -538,12 +538,17 @@ def run_family(family: Dict[str, str], sizes: List[Tuple[int, int]], send,
                     log = distiller.augment_step(copy.deepcopy(batch), optim_wrapper)
                     result['augment'] = _step_note(log, 'augment.loss')
                     stage = reached('student step')
+                    # The student's weights before its update, for the distillation
+                    # summary's gradients (a random HTC's first update can overflow).
+                    before = copy.deepcopy(distiller.student.state_dict())
                     log = distiller.train_step(copy.deepcopy(batch), optim_wrapper)
                     result['student'] = _step_note(log, 'loss')
                     for stage in ('augment step', 'student step'):
                         if result[stage.split()[0]] != 'ok':  # a skipped update
                             raise FloatingPointError(f'a non-finite loss in the {stage}')
                     stage = reached('distillation')
+                    distiller.student.load_state_dict(before)
+                    del before
                     result['distill'] = distillation_summary(distiller, batch, log)
                 except Exception as exc:  # noqa: B902
                     note, plain_ok = plain_loss_note(distiller.student, batch)
@@ -609,8 +614,8 @@ def distillation_summary(distiller, batch: dict, log: dict) -> dict:
             kind='features' if type(loss).__name__ == 'FeatureMimic' else 'logits',
             student=distiller.loss_paths[name][0], value=scaled,
             raw=scaled / scales[name] if scales.get(name) else scaled)
-    # Each loss's own gradient in the student's backbone weights (the step's own
-    # gradient was used and cleared by its update). All of them: at initialisation
+    # Each loss's own gradient in the student's backbone weights, at the weights before
+    # the step (whose own gradient its update used and cleared). All of them: at init
     # a zero-initialised residual branch (mmdet's ResNet) passes none to its convs.
     backbone = [p for p in distiller.student.backbone.parameters() if p.requires_grad] \
         if hasattr(distiller.student, 'backbone') else []

@@ -268,8 +268,9 @@ def _seg_logits(name: str, head: nn.Module, output: Any, capture: _Capture,
     kind = type(head).__name__
     conv = getattr(head, 'conv_seg', None)
     if not isinstance(conv, nn.Conv2d):
-        return None, (f'{kind} predicts no per-pixel class logits (e.g. a query-based '
-                      'head, whose per-query classes need a matching)')
+        return None, (f'{kind} has no conv_seg classifier of per-pixel logits (a '
+                      'query-based head scores queries, which need a matching; a point '
+                      'head scores sampled points)')
     if failure is not None or not isinstance(output, Tensor):
         return None, f'{kind} does not run on a blank image ({failure})'
     module = _deepest(_producers(capture, output, name))
