@@ -834,8 +834,8 @@ def distillation_summary_lines(results: List[dict]) -> List[str]:
     if ratios:
         lines.append(f'At the first student step the distillation total is '
                      f'{min(ratios):.2f}-{max(ratios):.2f} times the task loss (the '
-                     'automatic scales keep it at most 1x); before those scales it was '
-                     f'{min(raws):.3g}-{max(raws):.3g} times.')
+                     'automatic scales keep it at most 10x, `auto_distill_ratio`); before '
+                     f'those scales it was {min(raws):.3g}-{max(raws):.3g} times.')
     if missing:
         lines.append('Without a distillation loss reaching the backbone: ' +
                      ', '.join(missing) + '.')
