@@ -230,6 +230,20 @@ AUTO_DISTILLATION = {
                    'first step', 'tst',
                    ['model.student_views=[clean]', 'train_cfg.augment_iters=[]',
                     'model.distill_losses=None', 'model.auto_distill_ratio=1.0']),
+    # Why kd_auto differs from kd (dev): its two differences one at a time. The written
+    # KL at the weight the automatic scale gives it (0.021-0.023 on seeds 0-4), alone;
+    # and the written KL at full strength with the automatic PKD neck loss added.
+    'kd_scaled': ('plain KD, the written KL at the automatic scale (x0.022)', 'tst',
+                  ['model.student_views=[clean]', 'train_cfg.augment_iters=[]',
+                   'model.distill_losses.loss_kd_cls.loss_weight=0.022']),
+    'kd_pkd': ('plain KD, the written KL and the automatic PKD neck loss', 'tst',
+               ['model.student_views=[clean]', 'train_cfg.augment_iters=[]',
+                'model.distill_losses.loss_pkd_neck.type=FeatureMimic',
+                'model.distill_losses.loss_pkd_neck.student=neck',
+                'model.distill_losses.loss_pkd_neck.teacher=neck',
+                'model.distill_losses.loss_pkd_neck.normalize=True',
+                'model.distill_losses.loss_pkd_neck.student_channels=32',
+                'model.distill_losses.loss_pkd_neck.teacher_channels=64']),
 }
 ARMS.update(AUTO_DISTILLATION)
 # arm -> its teacher, another than the task's: (name, config), trained once as well
