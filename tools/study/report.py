@@ -24,7 +24,8 @@ from study import (ARMS, FIXED_POLICIES, LEARNED_FROM_FIXED, TASKS,  # noqa: E40
 CONTRASTS = (('tst', 'kd_random_aug'), ('tst', 'kd'), ('kd', 'student'),
              ('kd_random_aug', 'kd'), ('random_aug', 'student'),
              # automatic distillation against the written losses and the student alone
-             ('kd_auto', 'kd'), ('kd_auto', 'student'), ('kd_auto_fcos', 'student'))
+             ('kd_auto', 'kd'), ('kd_auto', 'student'), ('kd_auto_fcos', 'student'),
+             ('kd_auto_r1', 'kd'), ('kd_scaled', 'kd'), ('kd_pkd', 'kd'))
 # Variants are chosen on the dev images of these seeds; the others are fresh.
 DEV_SEEDS = (0, 1, 2)
 
