@@ -796,7 +796,7 @@ def summary(results: List[dict], not_run: int = 0) -> List[str]:
 def _modules(paths) -> str:
     if isinstance(paths, str):
         return paths
-    return f'{paths[0]} .. {paths[-1].rsplit(".", 1)[-1]}'
+    return f'{paths[0]} .. {paths[-1]}'
 
 
 def distillation_cells(distill: Optional[dict]) -> List[str]:

@@ -80,7 +80,7 @@ class AutoDistillation:
 
 def _paths_text(paths: Paths, levels: Optional[Sequence[int]]) -> str:
     text = paths if isinstance(paths, str) else (
-        f'{paths[0]} .. {paths[-1].rsplit(".", 1)[-1]}' if len(paths) > 1 else paths[0])
+        f'{paths[0]} .. {paths[-1]}' if len(paths) > 1 else paths[0])
     return text + (f' levels {list(levels)}' if levels is not None else '')
 
 

@@ -8,9 +8,10 @@ neck's and the backbone's outputs, and finds, for each head, the module whose ou
 *is* (the same tensor object) the head's class scores at each level, so what is
 distilled is a raw logit, never a score the head has already transformed.
 
-The pass runs in eval mode without gradient, on its own random stream, and puts every
-module's mode back: building a model with automatic distillation leaves its weights,
-statistics and the global random state as they were.
+The pass runs in eval mode (train mode where that fails) without gradient, on its own
+random stream, and puts every module's mode and statistics back: building a model with
+automatic distillation leaves its weights, statistics and the global random state as
+they were.
 """
 import inspect
 from dataclasses import dataclass, field
@@ -347,15 +348,20 @@ def probe_model(model: nn.Module, size: Optional[Tuple[int, int]] = None,
     roi_head = getattr(model, 'roi_head', None)
     skip_roi = isinstance(roi_head, nn.Module) and not any(
         p == 'roi_head' or p.startswith('roi_head.') for p in paths)
-    for h, w in sizes:
+    # Eval mode first; then train mode (two images, for BatchNorm), where an eval-only
+    # path has no kernel here (Guided Anchoring's masked convs on a CPU). Statistics
+    # that train mode updates are put back.
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    for training, (h, w) in [(t, size) for t in (False, True) for size in sizes]:
         capture = _Capture(model, prefixes, heads)
         if skip_roi:
             roi_head.forward = lambda *args, **kwargs: ()
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                model.eval()
+                model.train(training)
                 torch.manual_seed(0)
-                failed = _forward(model, torch.zeros(1, 3, h, w, device=device))
+                inputs = torch.zeros(1 + training, 3, h, w, device=device)
+                failed = _forward(model, inputs)
             break
         except Exception as err:  # noqa: BLE001  (reported with the model's name)
             error = err
@@ -363,8 +369,11 @@ def probe_model(model: nn.Module, size: Optional[Tuple[int, int]] = None,
             capture.remove()
             if skip_roi:
                 del roi_head.forward
-            for module, training in modes:
-                module.training = training
+            for module, mode in modes:
+                module.training = mode
+            if training:
+                for name, value in model.named_buffers():
+                    value.copy_(buffers[name])
     else:
         raise ProbeError(f'{type(model).__name__} did not run on a blank image of '
                          f'{" or ".join(f"{h} x {w}" for h, w in sizes)} pixels '
