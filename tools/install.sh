@@ -93,7 +93,7 @@ else
     WHEEL=$(ls "$DEST"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
     if [ -z "$WHEEL" ]; then
         say "building mmcv $MMCV_VERSION with ops from source with $JOBS jobs" \
-            "(about 9 minutes on 2 cores)"
+            "(about 6 minutes on 2 cores)"
         mkdir -p "$DEST"
         SRC=$(mktemp -d)
         $PIP download -q --no-deps --no-binary :all: -d "$SRC" "mmcv==$MMCV_VERSION"
