@@ -425,3 +425,26 @@ def test_a_feature_mimic_channel_mismatch_is_an_error_at_build():
     cfg.model.distill_losses.loss_mimic_fpn.update(student_channels=16,
                                                     teacher_channels=24)
     build(cfg.model)
+
+
+class CallCountingMSE(torch.nn.Module):
+    """A distillation loss with state: how many times it ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, student, teacher):
+        self.calls += 1
+        return sum(((s - t) ** 2).mean() for s, t in zip(student, teacher))
+
+
+def test_the_build_check_leaves_a_stateful_loss_as_built():
+    """The check at build runs each written loss once on blank-image features; a loss
+    that counts its calls (or keeps a running statistic) must start training at zero."""
+    MODELS.register_module('CallCountingMSE', module=CallCountingMSE, force=True)
+    cfg = tiny_cfg()
+    cfg.model.distill_losses = dict(loss_count=dict(
+        type='CallCountingMSE', student='neck', teacher='neck'))
+    model = build(cfg.model)
+    assert model.distill_losses['loss_count'].calls == 0

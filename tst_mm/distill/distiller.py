@@ -1,4 +1,5 @@
 """TSTDistiller: a student, a frozen teacher and a learned augmenter in one model."""
+import copy
 from contextlib import contextmanager, nullcontext
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -312,9 +313,12 @@ class TSTDistiller(BaseModel):
             return
         getters = [r.__getitem__ for r in records]
         for name, (student_paths, teacher_paths) in checked.items():
+            # A copy runs: a loss with state (a call count, a running statistic) must
+            # start training as built.
+            loss = copy.deepcopy(self.distill_losses[name])
             try:
                 with torch.no_grad():
-                    self.distill_losses[name](*self._loss_inputs(name, *getters))
+                    loss(*self._loss_inputs(name, *getters))
             except (ValueError, RuntimeError, TypeError, IndexError) as error:
                 raise ValueError(f'distill_losses.{name} does not fit the two models '
                                  f'(student {student_paths!r}, teacher {teacher_paths!r}) '
