@@ -131,8 +131,11 @@ def test_builds_offline_and_takes_both_steps(seg_config, tmp_path):
     model_cfg = copy.deepcopy(cfg.model)
     # As the Runner does: the config's top-level (normalising) data_preprocessor.
     model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
-    # Small crops for a CPU step; everything else as shipped.
+    # Small crops for a CPU step; everything else as shipped. The student's own
+    # preprocessor pads its batches, as in plain mmseg.
     model_cfg.data_preprocessor.size = (64, 96)
+    if model_cfg.student.get('data_preprocessor'):
+        model_cfg.student.data_preprocessor.size = (64, 96)
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MODELS.build(model_cfg)
         model.init_weights()  # as the Runner: the loaded teacher must survive it
