@@ -27,9 +27,9 @@ of each on a blank image), not by a table of model names:
 What is left out (DETR-style decoders, whose per-query predictions need a bipartite
 matching between the two models' queries; heads whose layouts differ) is listed with
 the reason. Each automatic loss gets a scale at the first student step
-(:class:`AutoScales`): never stronger than its natural value, and together never more
-than the student's task loss, so a recipe copied from one head onto another cannot
-overwhelm the task.
+(:class:`AutoScales`): never stronger than its natural value, and together at most
+``auto_distill_ratio`` (10) times the student's task loss, so a loss summed over a
+head's every anchor cannot overwhelm the task.
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union

@@ -450,16 +450,16 @@ class TSTDistiller(BaseModel):
         distillation losses against the frozen teacher on the same images."""
         with self._recording(self.student_recorder), self._feed('recording'):
             task = student(self.student_normalizer(inputs, samples), samples, 'loss')
-        if self.distill_losses:
-            with torch.no_grad(), self._recording(self.teacher_recorder), \
-                    self._feed('replacing'), self._teacher_in(self._teacher_mode):
-                self.teacher(self.teacher_normalizer(inputs, samples), samples,
-                             self._teacher_mode)
-        distill = {}
-        if self.distill_losses:
-            pending = self.auto_scales.pending
-            distill = self._distill_losses(self.parse_losses(task)[0].detach()
-                                           if pending else None)
+        if not self.distill_losses:
+            return _add_prefix(task, 'student')
+        with torch.no_grad(), self._recording(self.teacher_recorder), \
+                self._feed('replacing'), self._teacher_in(self._teacher_mode):
+            self.teacher(self.teacher_normalizer(inputs, samples), samples,
+                         self._teacher_mode)
+        # The task total sets the automatic losses' scales, once.
+        task_total = self.parse_losses(task)[0].detach() if self.auto_scales.pending \
+            else None
+        distill = self._distill_losses(task_total)
         return {**_add_prefix(task, 'student'), **_add_prefix(distill, 'distill')}
 
     def _student_views(self, inputs: Tensor, samples: list) -> Tuple[Tensor, list]:
