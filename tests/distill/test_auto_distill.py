@@ -217,6 +217,15 @@ def test_written_losses_are_kept_and_an_empty_dict_means_none():
     assert not model.distill_losses
 
 
+def test_a_written_loss_on_a_segmentors_backbone_passes_the_build_check():
+    """The probe runs a segmentor's backbone once (its auxiliary heads reuse the
+    features), so a feature loss on it sees one output per level, as in training."""
+    pspnet = tiny_pspnet(build=False)
+    model = distiller(pspnet, pspnet, scope='mmseg', distill_losses=dict(
+        loss_backbone=dict(type='FeatureMimic', student='backbone', teacher='backbone')))
+    assert set(model.distill_losses) == {'loss_backbone'}
+
+
 def test_a_users_own_config_distils_through_tools_train(workspace):
     """README's recipe on a family no shipped config uses (ATSS), no module paths:
     tools/train.py logs what it chose, the first step's scales, and the losses."""

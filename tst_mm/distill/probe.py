@@ -293,11 +293,16 @@ def _forward(model: nn.Module, inputs: Tensor) -> Dict[str, str]:
     failed = {}
     feats = model.extract_feat(inputs)
     heads = _seg_heads(model)
+    # The forward reuses these features: one backbone pass, so a backbone or neck
+    # records one output, as in training.
+    model.extract_feat = lambda _: feats
     try:
         model(inputs, samples, 'tensor')  # the decode heads (a cascade chains them)
     except Exception as error:  # noqa: BLE001  (the reason a head is left out)
         failed.update({name: repr(error) for name, _ in heads
                        if name.startswith('decode_head')})
+    finally:
+        del model.extract_feat
     # Auxiliary heads run in the training loss only: run them on the features.
     for name, head in heads:
         if name.startswith('auxiliary_head'):
