@@ -6,8 +6,8 @@ skips per phase and logs each one with the step and the loss terms; ``max_consec
 skips in a row in one phase stop training with an error that names the phase, the
 non-finite terms, which phase diverged and what to change, and the last checkpoint,
 which holds finite weights: no update that could make them non-finite was ever applied
-(resuming from it with the same settings would diverge again). :func:`bounded` keeps the augmenter's
-parameters finite and in a fixed range whatever its optimizer does.
+(resuming from it with the same settings would diverge again). :func:`bounded` keeps
+the augmenter's parameters finite and in a fixed range whatever its optimizer does.
 """
 import math
 from contextlib import contextmanager

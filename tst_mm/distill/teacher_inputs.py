@@ -16,8 +16,9 @@ of the student's module ``student`` in its forward, and gives it to the teacher:
   'roi_head.bbox_roi_extractor', student_arg='rois', teacher='rpn_head.predict')``.
   The teacher's RPN head still runs (its outputs can be distilled), but its
   proposals are not used: the teacher's RoI head runs on the student's sampled RoIs
-  (K x 5, image index first) in their order: its (first-stage) class logits line up row by row with the
-  student's, and every stage of a Cascade teacher runs, as mmdet's own forward does.
+  (K x 5, image index first) in their order: its (first-stage) class logits line up
+  row by row with the student's, and every stage of a Cascade teacher runs, as mmdet's
+  own forward does.
 
 The n-th call on the teacher's side gets the value of the n-th call of the student's.
 Values are detached: the teacher is frozen and nothing flows back into the student.

@@ -9,6 +9,6 @@ from .rng_state import RNGStateHook
 
 __all__ = [
     'CPUDistributedDataParallel', 'DistillLossWeightHook', 'NormalizedSGD', 'RNGStateHook',
-    'TSTDistributedDataParallel', 'TSTEpochBasedTrainLoop', 'TSTIterBasedTrainLoop', 'TSTOptimWrapperConstructor',
-    'TSTPolicyHook'
+    'TSTDistributedDataParallel', 'TSTEpochBasedTrainLoop', 'TSTIterBasedTrainLoop',
+    'TSTOptimWrapperConstructor', 'TSTPolicyHook'
 ]
